@@ -1,0 +1,104 @@
+//! Markdown generated from the tables, so the docs cannot drift from the code. The root
+//! `build.rs` renders these and `tests/docs_sync.rs` checks the committed docs against them.
+
+use crate::config::KEYS;
+use crate::flags::FLAGS;
+use crate::hop_by_hop::HOP_HEADERS;
+use crate::metrics;
+use crate::taxonomy::{Cond, CLASSES, HINTS, RULES};
+use std::fmt::Write;
+
+fn signals_for(class: crate::taxonomy::Class) -> String {
+    RULES
+        .iter()
+        .filter(|r| r.class == class)
+        .map(|r| {
+            let mut s = r.when.iter().map(|c| Cond::describe(*c)).collect::<Vec<_>>().join(" + ");
+            if let Some(l) = r.layer {
+                let _ = write!(s, " → {}", l.as_str());
+            }
+            if let Some(h) = r.hint {
+                let _ = write!(s, " (hint `{}`)", h.as_str());
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The taxonomy: classes (in rule order of first appearance is not needed: enum order), hints.
+pub fn taxonomy_markdown() -> String {
+    let mut out = String::new();
+    out.push_str("| class | layer | origin | side | signals (rules, first match wins in table order) | Proxy-Status | meaning | next step |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    for c in CLASSES {
+        let signals = if c.token == "unclassified" { "anything else that is failing".to_string() } else { signals_for(c.class) };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            c.token,
+            c.layer.as_str(),
+            c.origin.as_str(),
+            c.side.as_str(),
+            signals,
+            if c.proxy_status.is_empty() { "—" } else { c.proxy_status },
+            c.meaning,
+            c.next_step
+        );
+    }
+    out.push_str("\n| hint | meaning |\n|---|---|\n");
+    for (_, token, meaning) in HINTS {
+        let _ = writeln!(out, "| `{token}` | {meaning} |");
+    }
+    out
+}
+
+/// The rule table in evaluation order.
+pub fn rules_markdown() -> String {
+    let mut out = String::from("| # | when | class |\n|---|---|---|\n");
+    for (i, r) in RULES.iter().enumerate() {
+        let when = r.when.iter().map(|c| c.describe()).collect::<Vec<_>>().join(" + ");
+        let _ = writeln!(out, "| {} | {} | `{}` |", i + 1, when, r.class.as_str());
+    }
+    out
+}
+
+pub fn config_markdown() -> String {
+    let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for (k, d, m) in KEYS {
+        let _ = writeln!(out, "| `{k}` | `{d}` | {m} |");
+    }
+    out
+}
+
+pub fn metrics_markdown() -> String {
+    let mut out = String::from("| metric | labels |\n|---|---|\n");
+    for (m, labels) in [
+        (metrics::REQUESTS, "`dir`"),
+        (metrics::FAILURES, "`dir`, `layer`, `class`, `origin`, `side`"),
+        (metrics::HOP_BY_HOP, "`dir`, `header`"),
+        (metrics::TCP_CONNECTIONS, "`dir`"),
+        (metrics::TCP_FAILURES, "`dir`, `layer`, `class`"),
+        (metrics::CONFIG_ERRORS, "—"),
+        (metrics::INTERNAL_ERRORS, "—"),
+        (metrics::MALFORMED_UPSTREAM, "—"),
+    ] {
+        let _ = writeln!(out, "| `{m}` | {labels} |");
+    }
+    let headers = HOP_HEADERS.iter().map(|h| format!("`{}`", h.1)).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "\n`header` takes the values {headers}.\n");
+    out.push_str("Envoy `stats_config.stats_tags` (Istio: `extraStatTags` with the same names):\n\n```yaml\nstats_tags:\n");
+    for (name, regex) in metrics::stats_tags() {
+        let _ = writeln!(out, "- tag_name: {name}\n  regex: '{regex}'");
+    }
+    out.push_str("```\n");
+    out
+}
+
+pub fn flags_markdown() -> String {
+    let mut out = String::from("| bit | flag | long name |\n|---|---|---|\n");
+    for (i, (_, short, long)) in FLAGS.iter().enumerate() {
+        let _ = writeln!(out, "| {i} | `{short}` | {long} |");
+    }
+    out
+}

@@ -1,0 +1,23 @@
+//! meshtriage-core: the pure decision logic of the meshtriage plugin. No proxy-wasm, no
+//! clock, no I/O: signals in, verdict out. Tested natively and under wasm.
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod config;
+pub mod docs;
+pub mod flags;
+pub mod hop_by_hop;
+pub mod metrics;
+pub mod response;
+pub mod sfv;
+pub mod signals;
+pub mod taxonomy;
+pub mod upstream;
+pub mod verdict;
+pub mod wire;
+
+pub use classify::{classify, is_failing, Outcome};
+pub use config::{Config, ConfigError};
+pub use signals::{Phase, Signals};
+pub use taxonomy::{Class, Direction, Hint, Layer, Origin, Side};
+pub use verdict::Verdict;

@@ -1,0 +1,104 @@
+//! Metric names (contract §6). Tags use Istio's `name.tag=.=value;.;` convention so Envoy's
+//! `stats_tags` regexes `(tag=\.=(.*?);\.;)` turn them into Prometheus labels. Every label value
+//! comes from a closed enum.
+
+use crate::hop_by_hop::HopHeader;
+use crate::taxonomy::{Class, Direction, Layer, Origin, Side};
+
+pub const REQUESTS: &str = "meshtriage_requests_total";
+pub const FAILURES: &str = "meshtriage_failures_total";
+pub const HOP_BY_HOP: &str = "meshtriage_hop_by_hop_headers_total";
+pub const TCP_CONNECTIONS: &str = "meshtriage_tcp_connections_total";
+pub const TCP_FAILURES: &str = "meshtriage_tcp_failures_total";
+pub const CONFIG_ERRORS: &str = "meshtriage_config_errors_total";
+pub const INTERNAL_ERRORS: &str = "meshtriage_internal_errors_total";
+/// Upstream verdict headers that were not RFC 8941 and were dropped.
+pub const MALFORMED_UPSTREAM: &str = "meshtriage_malformed_upstream_verdicts_total";
+
+/// Every tag the plugin writes, in the order names carry them.
+pub const TAGS: [&str; 6] = ["dir", "layer", "class", "origin", "side", "header"];
+
+/// The `stats_config.stats_tags` entries (tag name, regex) an Envoy bootstrap needs.
+pub fn stats_tags() -> Vec<(&'static str, String)> {
+    TAGS.iter().map(|t| (*t, format!(r"({t}=\.=(.*?);\.;)"))).collect()
+}
+
+fn tagged(name: &str, tags: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(name.len() + 64);
+    out.push_str(name);
+    out.push('.');
+    for (k, v) in tags {
+        out.push_str(k);
+        out.push_str("=.=");
+        out.push_str(v);
+        out.push_str(";.;");
+    }
+    out
+}
+
+pub fn requests(dir: Direction) -> String {
+    tagged(REQUESTS, &[("dir", dir.as_str())])
+}
+
+pub fn failures(dir: Direction, layer: Layer, class: Class, origin: Origin, side: Side) -> String {
+    tagged(
+        FAILURES,
+        &[("dir", dir.as_str()), ("layer", layer.as_str()), ("class", class.as_str()), ("origin", origin.as_str()), ("side", side.as_str())],
+    )
+}
+
+pub fn hop_by_hop(dir: Direction, header: HopHeader) -> String {
+    tagged(HOP_BY_HOP, &[("dir", dir.as_str()), ("header", header.label())])
+}
+
+pub fn tcp_connections(dir: Direction) -> String {
+    tagged(TCP_CONNECTIONS, &[("dir", dir.as_str())])
+}
+
+pub fn tcp_failures(dir: Direction, layer: Layer, class: Class) -> String {
+    tagged(TCP_FAILURES, &[("dir", dir.as_str()), ("layer", layer.as_str()), ("class", class.as_str())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// What Envoy's tag extraction does: each regex's first group is cut out of the name and
+    /// its inner group becomes the tag value.
+    fn extract(name: &str) -> (String, Vec<(String, String)>) {
+        let mut rest = name.to_string();
+        let mut tags = Vec::new();
+        for t in TAGS {
+            let open = format!("{t}=.=");
+            if let Some(start) = rest.find(&open) {
+                let after = &rest[start + open.len()..];
+                let end = after.find(";.;").unwrap();
+                tags.push((t.to_string(), after[..end].to_string()));
+                rest = format!("{}{}", &rest[..start], &after[end + 3..]);
+            }
+        }
+        (rest.trim_end_matches('.').to_string(), tags)
+    }
+
+    #[test]
+    fn every_name_extracts_to_its_labels() {
+        let n = failures(Direction::Inbound, Layer::L4, Class::ConnectionTerminated, Origin::Proxy, Side::Upstream);
+        let (base, tags) = extract(&n);
+        assert_eq!(base, FAILURES);
+        assert_eq!(tags.len(), 5);
+        assert!(tags.contains(&("class".into(), "connection_terminated".into())));
+        assert_eq!(extract(&hop_by_hop(Direction::Outbound, HopHeader::ProxyConnection)).1[1].1, "proxy-connection");
+        assert_eq!(extract(&requests(Direction::Unknown)).0, REQUESTS);
+        assert_eq!(extract(&tcp_failures(Direction::Inbound, Layer::L4, Class::ConnectRefused)).0, TCP_FAILURES);
+        assert_eq!(extract(&tcp_connections(Direction::Inbound)).0, TCP_CONNECTIONS);
+    }
+
+    #[test]
+    fn tag_values_never_contain_the_markers() {
+        for c in Class::all() {
+            assert!(!c.as_str().contains(';') && !c.as_str().contains('='));
+        }
+    }
+}

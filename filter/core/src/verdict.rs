@@ -1,0 +1,102 @@
+//! A verdict and its encoding as one RFC 8941 List member (contract §3), plus the RFC 9209
+//! `Proxy-Status` entry for the same verdict.
+
+use crate::classify::Outcome;
+use crate::flags::ResponseFlags;
+use crate::sfv::push_string;
+use crate::signals::Signals;
+use crate::taxonomy::{Class, Direction, Hints, Layer, Origin, Side};
+use std::fmt::Write;
+
+/// Longest `detail` written.
+pub const MAX_DETAIL: usize = 200;
+
+/// This hop's verdict on one failing exchange.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub layer: Layer,
+    pub class: Class,
+    pub origin: Origin,
+    pub side: Side,
+    pub dir: Direction,
+    pub hop: String,
+    pub flags: ResponseFlags,
+    pub detail: Option<String>,
+    pub attempts: u64,
+    pub hints: Hints,
+}
+
+impl Verdict {
+    pub fn new(outcome: Outcome, s: &Signals, hop: &str) -> Verdict {
+        Verdict {
+            layer: outcome.layer,
+            class: outcome.class,
+            origin: outcome.origin,
+            side: outcome.side,
+            dir: s.direction,
+            hop: hop.to_string(),
+            flags: s.flags,
+            detail: s.details.clone(),
+            attempts: s.attempts,
+            hints: outcome.hints,
+        }
+    }
+
+    /// The header member: `l4;class=…;origin=…;side=…;dir=…;hop="…";flags="…";detail="…";attempts=N;hints="…"`.
+    pub fn encode(&self, include_detail: bool) -> String {
+        let mut out = String::with_capacity(160);
+        out.push_str(self.layer.as_str());
+        let _ = write!(out, ";class={};origin={};side={}", self.class.as_str(), self.origin.as_str(), self.side.as_str());
+        if self.dir != Direction::Unknown {
+            let _ = write!(out, ";dir={}", self.dir.as_str());
+        }
+        if !self.hop.is_empty() {
+            out.push_str(";hop=");
+            push_string(&mut out, &self.hop, 253);
+        }
+        if self.flags.0 != 0 {
+            out.push_str(";flags=");
+            push_string(&mut out, &self.flags.short_names(), 200);
+        }
+        if include_detail {
+            if let Some(d) = self.detail.as_deref().filter(|d| !d.is_empty()) {
+                out.push_str(";detail=");
+                push_string(&mut out, d, MAX_DETAIL);
+            }
+        }
+        if self.attempts > 1 {
+            let _ = write!(out, ";attempts={}", self.attempts.min(999_999_999_999_999));
+        }
+        if !self.hints.is_empty() {
+            out.push_str(";hints=\"");
+            for (i, h) in self.hints.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(h.as_str());
+            }
+            out.push('"');
+        }
+        out
+    }
+
+    /// An RFC 9209 `Proxy-Status` member naming this proxy (`hop`, as a token when it is one).
+    pub fn proxy_status(&self) -> Option<String> {
+        let error = self.class.info().proxy_status;
+        if error.is_empty() || self.origin == Origin::App {
+            return None;
+        }
+        let mut out = String::new();
+        if crate::sfv::is_token(&self.hop) {
+            out.push_str(&self.hop);
+        } else {
+            push_string(&mut out, if self.hop.is_empty() { "meshtriage" } else { &self.hop }, 253);
+        }
+        let _ = write!(out, "; error={}", error);
+        if let Some(d) = self.detail.as_deref().filter(|d| !d.is_empty()) {
+            out.push_str("; details=");
+            push_string(&mut out, d, MAX_DETAIL);
+        }
+        Some(out)
+    }
+}

@@ -1,0 +1,169 @@
+//! The only module that talks to the host. It declares the proxy-wasm ABI calls itself so that
+//! no host status can ever panic: every call returns `Option`/`bool`, and callers fail open.
+//! (The SDK's own wrappers `panic!` on unexpected statuses and kill the VM - envoy-signals §2.)
+#![allow(unsafe_code)]
+
+use std::ptr::null_mut;
+
+/// Header maps (proxy-wasm ABI `MapType`).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    ResponseHeaders = 2,
+    ResponseTrailers = 3,
+}
+
+const STATUS_OK: u32 = 0;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 6;
+const METRIC_COUNTER: u32 = 0;
+
+#[cfg(target_arch = "wasm32")]
+mod abi {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        pub fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+        pub fn proxy_get_property(path: *const u8, path_size: usize, out: *mut *mut u8, out_size: *mut usize) -> u32;
+        pub fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+        pub fn proxy_get_header_map_pairs(map: u32, out: *mut *mut u8, out_size: *mut usize) -> u32;
+        pub fn proxy_replace_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+        pub fn proxy_add_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+        pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        pub fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, out: *mut *mut u8, out_size: *mut usize) -> u32;
+        pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
+        pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    }
+}
+
+/// Native builds (clippy, docs) never run host code; the stubs answer "not available".
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::missing_safety_doc)]
+mod abi {
+    pub unsafe fn proxy_log(_: u32, _: *const u8, _: usize) -> u32 { 1 }
+    pub unsafe fn proxy_get_property(_: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 { 1 }
+    pub unsafe fn proxy_set_property(_: *const u8, _: usize, _: *const u8, _: usize) -> u32 { 1 }
+    pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 { 1 }
+    pub unsafe fn proxy_replace_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 { 1 }
+    pub unsafe fn proxy_add_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 { 1 }
+    pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 { 1 }
+    pub unsafe fn proxy_get_buffer_bytes(_: u32, _: usize, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 { 1 }
+    pub unsafe fn proxy_define_metric(_: u32, _: *const u8, _: usize, _: *mut u32) -> u32 { 1 }
+    pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 { 1 }
+}
+
+/// Takes ownership of a buffer the host allocated through the SDK's `proxy_on_memory_allocate`
+/// (a boxed slice of exactly `size` bytes).
+fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return None;
+    }
+    // SAFETY: the host wrote `size` bytes into memory it obtained from our allocator with
+    // exactly that size, and hands ownership back to us.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// A property value; `None` when missing or on any host error. `path` is the NUL-joined
+/// property path, e.g. `b"response\0flags"`.
+pub fn property(path: &[u8]) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers are valid for the call; the result buffer is taken by `take`.
+    let status = unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    let value = take(data, size);
+    (status == STATUS_OK).then_some(value).flatten()
+}
+
+pub fn property_i64(path: &[u8]) -> Option<i64> {
+    property(path).and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_le_bytes)
+}
+
+pub fn property_u64(path: &[u8]) -> Option<u64> {
+    property_i64(path).map(|v| u64::try_from(v).unwrap_or(0))
+}
+
+pub fn property_string(path: &[u8]) -> Option<String> {
+    property(path).map(|b| String::from_utf8_lossy(&b).into_owned()).filter(|s| !s.is_empty())
+}
+
+/// Writes filter state `wasm.<name>` (readable in access logs). Returns false on host error.
+pub fn set_filter_state(name: &str, value: &[u8]) -> bool {
+    // SAFETY: pointers are valid for the duration of the call.
+    unsafe { abi::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK }
+}
+
+/// All pairs of a header map, serialized (decode with `meshtriage_core::wire::HeaderPairs`).
+pub fn header_map(map: Map) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: as in `property`.
+    let status = unsafe { abi::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    let value = take(data, size);
+    (status == STATUS_OK).then_some(value).flatten()
+}
+
+pub fn replace_header(map: Map, name: &str, value: &str) -> bool {
+    // SAFETY: pointers are valid for the duration of the call.
+    unsafe { abi::proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK }
+}
+
+pub fn add_header(map: Map, name: &str, value: &str) -> bool {
+    // SAFETY: pointers are valid for the duration of the call.
+    unsafe { abi::proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK }
+}
+
+pub fn remove_header(map: Map, name: &str) -> bool {
+    // SAFETY: pointers are valid for the duration of the call.
+    unsafe { abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) == STATUS_OK }
+}
+
+/// The plugin configuration bytes (`size` from `on_configure`).
+pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
+    if size == 0 {
+        return Some(Vec::new());
+    }
+    let mut data = null_mut();
+    let mut out = 0;
+    // SAFETY: as in `property`.
+    let status = unsafe { abi::proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut out) };
+    let value = take(data, out);
+    (status == STATUS_OK).then_some(value).flatten()
+}
+
+pub fn define_counter(name: &str) -> Option<u32> {
+    let mut id = 0;
+    // SAFETY: pointers are valid for the duration of the call.
+    let status = unsafe { abi::proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    (status == STATUS_OK).then_some(id)
+}
+
+pub fn increment(id: u32, by: i64) -> bool {
+    // SAFETY: plain values.
+    unsafe { abi::proxy_increment_metric(id, by) == STATUS_OK }
+}
+
+/// Logs through the host, ignoring failures (a log line must never take the VM down).
+pub fn log(level: log::Level, message: &str) {
+    let level = match level {
+        log::Level::Trace => 0,
+        log::Level::Debug => 1,
+        log::Level::Info => 2,
+        log::Level::Warn => 3,
+        log::Level::Error => 4,
+    };
+    // SAFETY: pointers are valid for the duration of the call.
+    let _ = unsafe { abi::proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// `log` crate front end over [`log`]; Envoy filters by its own `--log-level`.
+pub struct HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        log(record.level(), &format!("meshtriage: {}", record.args()));
+    }
+
+    fn flush(&self) {}
+}

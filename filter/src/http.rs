@@ -1,0 +1,225 @@
+//! The HTTP filter: one pass over the response headers decides whether the response may be
+//! failing; only then are Envoy's properties read, the verdict classified and written. `on_log`
+//! catches failures that appear after the headers and feeds metrics and filter state.
+//! Rules from envoy-signals §1–2: never read request headers after the request phase, never
+//! write headers in `on_log`.
+
+use crate::host::{self, Map};
+use crate::metrics;
+use crate::root::Settings;
+use meshtriage_core::flags::ResponseFlags;
+use meshtriage_core::hop_by_hop::HopByHop;
+use meshtriage_core::metrics as names;
+use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
+use meshtriage_core::upstream::{bound_entries, parse_proxy_status, UpstreamEvidence};
+use meshtriage_core::wire::HeaderPairs;
+use meshtriage_core::{classify, is_failing, Direction, Phase, Signals, Verdict};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+/// Filter-state key: `%FILTER_STATE(wasm.meshtriage:PLAIN)%` in access logs.
+const FILTER_STATE: &str = "meshtriage";
+
+pub struct HttpFilter {
+    settings: Rc<Settings>,
+    dir: Option<Direction>,
+    /// The response-headers callback ran (this filter sits where it sees the response).
+    saw_headers: bool,
+    /// Status the upstream's headers carried when they went downstream.
+    header_status: Option<u16>,
+    chunked: bool,
+    hop_by_hop: HopByHop,
+    grpc_trailer: Option<u32>,
+    verdict: Option<Verdict>,
+}
+
+impl HttpFilter {
+    pub fn new(settings: Rc<Settings>) -> Self {
+        HttpFilter {
+            settings,
+            dir: None,
+            saw_headers: false,
+            header_status: None,
+            chunked: false,
+            hop_by_hop: HopByHop::default(),
+            grpc_trailer: None,
+            verdict: None,
+        }
+    }
+
+    fn direction(&mut self) -> Direction {
+        *self.dir.get_or_insert_with(|| {
+            host::property_i64(b"xds\0listener_direction").map_or(Direction::Unknown, Direction::from_envoy)
+        })
+    }
+
+    /// Reads the properties a classification needs (failure path only).
+    fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
+        let dir = self.direction();
+        let in_log = phase == Phase::Log;
+        Signals {
+            phase,
+            status,
+            flags: host::property(b"response\0flags").map(|b| ResponseFlags::from_property(&b)).unwrap_or_default(),
+            details: host::property_string(b"response\0code_details"),
+            transport_failure: host::property_string(b"upstream\0transport_failure_reason"),
+            grpc_status: self.grpc_trailer,
+            attempts: host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0),
+            direction: dir,
+            response_started: self.saw_headers && self.header_status.is_some_and(|s| s < 400),
+            chunked: self.chunked,
+            response_body_bytes: if in_log { host::property_u64(b"response\0size").unwrap_or(0) } else { 0 },
+            request_body_bytes: if in_log { host::property_u64(b"request\0size").unwrap_or(0) } else { 0 },
+            hop_by_hop: self.hop_by_hop,
+            upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate").is_some_and(|s| s.starts_with("spiffe://")),
+            connect_nanos: host::property_u64(b"upstream\0cx_pool_ready_duration"),
+            retry_budget_exceeded: false,
+            upstream: UpstreamEvidence::None,
+        }
+    }
+
+    fn header_name(&self) -> Option<&str> {
+        self.settings.config.header.as_deref()
+    }
+
+    fn on_response_headers(&mut self) {
+        let Some(buf) = host::header_map(Map::ResponseHeaders) else {
+            metrics::internal_error("response headers unavailable");
+            return;
+        };
+        let scan = ResponseScan::scan(HeaderPairs::new(&buf), self.header_name());
+        self.saw_headers = true;
+        self.header_status = scan.status;
+        self.chunked = scan.chunked;
+        self.hop_by_hop = scan.hop_by_hop;
+        if !scan.hop_by_hop.is_empty() {
+            let dir = self.direction();
+            for h in scan.hop_by_hop.iter() {
+                metrics::count(names::hop_by_hop(dir, h));
+            }
+        }
+        if scan.grpc_status_malformed {
+            metrics::internal_error("malformed grpc-status from upstream");
+        }
+        let cfg = &self.settings.config;
+        if !scan.may_fail(cfg) {
+            // Success: never pass a verdict through.
+            if !scan.verdict_lines.is_empty() {
+                self.remove_verdict_header();
+            }
+            return;
+        }
+        self.classify_response(&scan);
+    }
+
+    fn classify_response(&mut self, scan: &ResponseScan) {
+        let mut s = self.signals(Phase::ResponseHeaders, scan.status);
+        s.grpc_status = scan.grpc_status;
+        let settings = self.settings.clone();
+        let cfg = &settings.config;
+        let mut kept_entries = None;
+        if s.via_upstream() {
+            if !scan.verdict_lines.is_empty() && trusts_upstream(cfg, s.direction) {
+                let lines: Vec<&[u8]> = scan.verdict_lines.iter().map(Vec::as_slice).collect();
+                match bound_entries(&lines) {
+                    Ok(Some(e)) => {
+                        s.upstream = UpstreamEvidence::Verdicts { layer: e.layer, class: e.class };
+                        kept_entries = Some(e.header);
+                    }
+                    Ok(None) => {}
+                    Err(_) => metrics::count(names::MALFORMED_UPSTREAM.to_string()),
+                }
+            }
+            if kept_entries.is_none() {
+                if let Some(evidence) = scan.proxy_status.as_deref().and_then(parse_proxy_status) {
+                    s.upstream = evidence;
+                }
+            }
+        }
+        if !is_failing(&s, cfg) {
+            if !scan.verdict_lines.is_empty() {
+                self.remove_verdict_header();
+            }
+            return;
+        }
+        let verdict = Verdict::new(classify(&s, cfg), &s, &settings.hop);
+        if let Some(name) = self.header_name() {
+            let ok = match (&kept_entries, cfg.expose_header) {
+                (_, false) => scan.verdict_lines.is_empty() || host::remove_header(Map::ResponseHeaders, name),
+                (Some(entries), true) => host::replace_header(Map::ResponseHeaders, name, entries),
+                (None, true) => host::replace_header(Map::ResponseHeaders, name, &verdict.encode(cfg.include_detail)),
+            };
+            if !ok {
+                metrics::internal_error("could not write the verdict header");
+            }
+        }
+        if cfg.proxy_status && kept_entries.is_none() {
+            if let Some(ps) = verdict.proxy_status() {
+                host::add_header(Map::ResponseHeaders, "proxy-status", &ps);
+            }
+        }
+        self.verdict = Some(verdict);
+    }
+
+    fn remove_verdict_header(&self) {
+        if let Some(name) = self.header_name() {
+            if !host::remove_header(Map::ResponseHeaders, name) {
+                metrics::internal_error("could not remove an upstream verdict header");
+            }
+        }
+    }
+
+    /// End of stream: the final verdict, metrics and filter state.
+    fn finish(&mut self) {
+        let dir = self.direction();
+        metrics::count_request(dir);
+        if self.verdict.is_none() {
+            let flags = host::property(b"response\0flags").map(|b| ResponseFlags::from_property(&b)).unwrap_or_default();
+            let cfg = &self.settings.config;
+            let late_grpc = self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
+            if flags.any_failure() || late_grpc || !self.saw_headers {
+                let status = host::property_i64(b"response\0code").and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0);
+                let s = self.signals(Phase::Log, status);
+                let settings = self.settings.clone();
+                if is_failing(&s, &settings.config) {
+                    self.verdict = Some(Verdict::new(classify(&s, &settings.config), &s, &settings.hop));
+                }
+            }
+        }
+        let Some(v) = &self.verdict else {
+            return;
+        };
+        metrics::count(names::failures(dir, v.layer, v.class, v.origin, v.side));
+        let text = v.encode(self.settings.config.include_detail);
+        if !host::set_filter_state(FILTER_STATE, text.as_bytes()) {
+            metrics::internal_error("could not set filter state");
+        }
+    }
+}
+
+impl Context for HttpFilter {}
+
+impl HttpContext for HttpFilter {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.on_response_headers();
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(buf) = host::header_map(Map::ResponseTrailers) else {
+            return Action::Continue;
+        };
+        if let Some((_, v)) = HeaderPairs::new(&buf).find(|(n, _)| *n == "grpc-status") {
+            match parse_grpc_status(v) {
+                Ok(code) => self.grpc_trailer = Some(code),
+                Err(()) => metrics::internal_error("malformed grpc-status trailer"),
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.finish();
+    }
+}

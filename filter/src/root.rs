@@ -1,0 +1,87 @@
+//! The root context: parses the configuration (never refusing it), learns this proxy's identity
+//! and its role (HTTP or network filter) from the root id, and hands streams a snapshot.
+
+use crate::host;
+use crate::http::HttpFilter;
+use crate::metrics;
+use crate::tcp::TcpFilter;
+use meshtriage_core::{config, Config};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::ContextType;
+use std::rc::Rc;
+
+/// Root id that selects the network (L4) filter; anything else is the HTTP filter.
+pub const TCP_ROOT_ID: &str = "meshtriage-tcp";
+
+/// What every stream of this plugin shares (read-only).
+#[derive(Debug, Default)]
+pub struct Settings {
+    pub config: Config,
+    /// This proxy's identity, written as `hop`.
+    pub hop: String,
+}
+
+#[derive(Default)]
+pub struct Root {
+    settings: Rc<Settings>,
+    tcp: bool,
+    configured_once: bool,
+}
+
+/// Config `hop`, else Istio node metadata `NAME.NAMESPACE`, else the node id.
+fn hop_identity(config: &Config) -> String {
+    if let Some(hop) = &config.hop {
+        return hop.clone();
+    }
+    let name = host::property_string(b"xds\0node\0metadata\0NAME");
+    let namespace = host::property_string(b"xds\0node\0metadata\0NAMESPACE");
+    match (name, namespace) {
+        (Some(n), Some(ns)) => format!("{n}.{ns}"),
+        (Some(n), None) => n,
+        _ => host::property_string(b"xds\0node\0id").unwrap_or_default(),
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        self.tcp = host::property_string(b"plugin_root_id").as_deref() == Some(TCP_ROOT_ID);
+        metrics::define_static();
+        let parsed = match host::plugin_configuration(size) {
+            Some(bytes) => config::parse(&bytes),
+            None => Err(config::ConfigError { field: "(document)".into(), reason: "the host did not return the configuration".into() }),
+        };
+        let config = match parsed {
+            Ok(c) => c,
+            Err(e) => {
+                let kept = if self.configured_once { "keeping the last good configuration" } else { "using the defaults" };
+                log::error!("{e}; {kept}");
+                metrics::count(meshtriage_core::metrics::CONFIG_ERRORS.to_string());
+                self.settings.config.clone()
+            }
+        };
+        let hop = sanitize_hop(hop_identity(&config));
+        self.settings = Rc::new(Settings { config, hop });
+        self.configured_once = true;
+        // Never refuse: a refused configuration blocks the whole Envoy/Istio push.
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(if self.tcp { ContextType::StreamContext } else { ContextType::HttpContext })
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(HttpFilter::new(self.settings.clone())))
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(TcpFilter::new(self.settings.clone())))
+    }
+}
+
+/// Node ids and metadata are free text; the header needs printable ASCII.
+fn sanitize_hop(hop: String) -> String {
+    hop.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').take(253).collect()
+}

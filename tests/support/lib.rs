@@ -1,0 +1,1 @@
+//! Shared helpers for the suite tests live in meshtriage-envoy-test; this crate only hosts tests/.
