@@ -5,17 +5,19 @@
 
 use std::ptr::null_mut;
 
-/// Header maps (proxy-wasm ABI `MapType`).
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+
+/// Header maps the plugin touches (values from the SDK's ABI enums).
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum Map {
-    ResponseHeaders = 2,
-    ResponseTrailers = 3,
+    ResponseHeaders = MapType::HttpResponseHeaders as u32,
+    ResponseTrailers = MapType::HttpResponseTrailers as u32,
 }
 
-const STATUS_OK: u32 = 0;
-const BUFFER_PLUGIN_CONFIGURATION: u32 = 6;
-const METRIC_COUNTER: u32 = 0;
+const STATUS_OK: u32 = Status::Ok as u32;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = BufferType::PluginConfiguration as u32;
+const METRIC_COUNTER: u32 = MetricType::Counter as u32;
 
 #[cfg(target_arch = "wasm32")]
 mod abi {

@@ -58,10 +58,11 @@ impl HopByHop {
         HOP_HEADERS.iter().map(|h| h.0).filter(move |h| self.contains(*h))
     }
 
-    /// Worth a `hop_by_hop_headers` hint: anything beyond a plain `Connection: keep-alive|close`.
+    /// Worth a `hop_by_hop_headers` hint: anything beyond what an HTTP/1.1 app legitimately
+    /// sends itself - a plain `Connection: keep-alive|close`, or `Trailer` announcing trailers.
     pub fn suspicious(self) -> bool {
-        let only_connection = self.bits == 1 << (HopHeader::Connection as u8);
-        !self.is_empty() && !(only_connection && self.plain_connection)
+        let benign = (1 << (HopHeader::Connection as u8)) | (1 << (HopHeader::Trailer as u8));
+        self.bits & !benign != 0 || (self.contains(HopHeader::Connection) && !self.plain_connection)
     }
 
     /// Records one response header (lowercase name). `status` decides whether `upgrade` is legit.
@@ -115,6 +116,9 @@ mod tests {
         let mut t = HopByHop::default();
         t.observe("te", b"trailers", Some(503));
         assert!(t.suspicious());
+        let mut grpc = HopByHop::default();
+        grpc.observe("trailer", b"grpc-status", Some(200));
+        assert!(grpc.contains(HopHeader::Trailer) && !grpc.suspicious());
     }
 
     #[test]

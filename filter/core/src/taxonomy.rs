@@ -416,6 +416,8 @@ pub const RULES: &[Rule] = &[
     rule(Class::TlsHandshakeRejected, &[Flag(Flag::UF), TfrContains("_ALERT_")]),
     rule(Class::TlsProtocolError, &[Flag(Flag::UF), TfrContains("TLS_error")]),
     rule(Class::ConnectTimeout, &[Flag(Flag::UF), DetailsContains("{connection_timeout")]),
+    // TCP connected (no `delayed connect error`), then the peer closed during the TLS handshake.
+    rule(Class::TlsProtocolError, &[Flag(Flag::UF), DetailsContains("{remote_connection_failure}")]),
     rule(Class::ConnectRefused, &[Flag(Flag::UF)]),
     rule(Class::DnsResolutionFailed, &[Flag(Flag::DF)]),
     rule(Class::NoHealthyUpstream, &[Flag(Flag::UH)]),

@@ -60,6 +60,9 @@ fn it_splits_tls_failures_by_reason() {
         Class::TlsHandshakeRejected, Layer::L4, Origin::Proxy, Side::Upstream, &[]);
     check(&base("TLS_error:|268435703:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER:TLS_error_end"),
         Class::TlsProtocolError, Layer::L4, Origin::Proxy, Side::Upstream, &[]);
+    // The peer closed the connection during the handshake: no TLS error text at all.
+    let closed = sig(Some(503), &[Flag::UF], &format!("{URBRS}{{remote_connection_failure}}"));
+    check(&closed, Class::TlsProtocolError, Layer::L4, Origin::Proxy, Side::Upstream, &[]);
 }
 
 #[test]

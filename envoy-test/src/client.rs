@@ -1,0 +1,123 @@
+//! A raw HTTP/1.1 client: sends exactly what it is told and reports exactly what came back,
+//! including how the connection ended (a truncated body is data, not an error).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body ended early (connection closed before Content-Length or the last chunk).
+    pub truncated: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request on a fresh connection to 127.0.0.1:`port` (`Connection: close`).
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if raw.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    parse(&raw).ok_or_else(|| std::io::Error::other(format!("no HTTP response ({} bytes)", raw.len())))
+}
+
+/// Parses a complete (or cut) HTTP/1.1 response.
+pub fn parse(raw: &[u8]) -> Option<Response> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let mut r = Response { status, headers, ..Response::default() };
+    if r.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let (body, complete) = dechunk(rest);
+        r.body = body;
+        r.truncated = !complete;
+    } else if let Some(len) = r.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        r.truncated = rest.len() < len;
+        r.body = rest[..rest.len().min(len)].to_vec();
+    } else {
+        r.body = rest.to_vec();
+    }
+    Some(r)
+}
+
+fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return (out, false) };
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+            return (out, false);
+        };
+        data = &data[eol + 2..];
+        if size == 0 {
+            return (out, true);
+        }
+        if data.len() < size + 2 {
+            out.extend_from_slice(&data[..data.len().min(size)]);
+            return (out, false);
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// An HTTP/2 (h2c, prior knowledge) request through curl; `None` when curl got no response.
+pub fn request_h2(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-i", "--http2-prior-knowledge", "--max-time", "15"]);
+    for (n, v) in headers {
+        cmd.arg("-H").arg(format!("{n}: {v}"));
+    }
+    let out = cmd.arg(format!("http://127.0.0.1:{port}{path}")).output().ok()?;
+    let raw = out.stdout;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(Response { status, headers, body: raw[end + 4..].to_vec(), truncated: !out.status.success() })
+}

@@ -1,0 +1,274 @@
+//! Misbehaving loopback upstreams. The HTTP/1.1 server picks its behaviour from the request
+//! path (first segment after an optional prefix, e.g. `/close`, `/status/503`), so one server
+//! serves every scenario. The HTTP/2 server works at frame level to reset streams on purpose.
+
+use socket2::SockRef;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// A server thread that stops when dropped.
+pub struct Upstream {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop
+    }
+}
+
+fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Upstream {
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Ok(c) = conn {
+                thread::spawn(move || handler(c));
+            }
+        }
+    });
+    Upstream { port, stop }
+}
+
+/// The HTTP/1.1 server whose behaviour follows the path (see `respond`).
+pub fn http1() -> Upstream {
+    serve(TcpListener::bind("127.0.0.1:0").unwrap(), handle_http1)
+}
+
+/// A port where nothing listens.
+pub fn refused_port() -> u16 {
+    crate::paths::free_port()
+}
+
+struct Request {
+    path: String,
+    headers: Vec<(String, String)>,
+    body_len: usize,
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    if !line.ends_with("HTTP/1.1\r\n") && !line.ends_with("HTTP/1.0\r\n") {
+        return None;
+    }
+    let path = line.split(' ').nth(1)?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body_len = 0;
+    if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).ok()?;
+        body_len = len;
+    } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            body_len += n;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Some(Request { path, headers, body_len })
+}
+
+fn reset(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+fn handle_http1(stream: TcpStream) {
+    let Ok(clone) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(clone);
+    let mut stream = stream;
+    loop {
+        if reader.fill_buf().map_or(true, |b| b.is_empty()) {
+            return;
+        }
+        let Some(req) = read_request(&mut reader) else {
+            // Like any HTTP server, answer garbage (e.g. a TLS ClientHello) with a plaintext 400.
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            return;
+        };
+        if !respond(&mut stream, &req) {
+            return;
+        }
+    }
+}
+
+fn ok(stream: &mut TcpStream, status: u16, extra: &str, body: &str) -> bool {
+    let head = format!("HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}\r\n", body.len());
+    stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok()
+}
+
+/// Answers one request; false when the connection must end.
+fn respond(s: &mut TcpStream, req: &Request) -> bool {
+    let segs: Vec<&str> = req.path.split('?').next().unwrap_or("").split('/').filter(|x| !x.is_empty()).collect();
+    // `/anything/<behaviour>/<arg>`: the last two segments decide (routes may add prefixes).
+    let (what, arg) = match segs.as_slice() {
+        [.., w, a] if a.chars().all(|c| c.is_ascii_digit()) => (*w, *a),
+        [.., w] => (*w, ""),
+        [] => ("ok", ""),
+    };
+    let num = arg.parse::<u64>().unwrap_or(0);
+    match what {
+        "status" => ok(s, num as u16, "", &format!("status {num}\n")),
+        "large" => {
+            let body = "x".repeat(num as usize);
+            ok(s, 200, "", &body)
+        }
+        "slow" => {
+            thread::sleep(Duration::from_millis(num));
+            ok(s, 200, "", "slow\n")
+        }
+        "close" => {
+            let _ = s.shutdown(Shutdown::Both);
+            false
+        }
+        "rst" => {
+            reset(s);
+            false
+        }
+        "rst-large" if req.body_len >= num as usize => {
+            reset(s);
+            false
+        }
+        "rst-large" => ok(s, 200, "", "small enough\n"),
+        "half-headers" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/pl");
+            let _ = s.shutdown(Shutdown::Both);
+            false
+        }
+        "cl-te" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+            false
+        }
+        "dup-cl" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello");
+            false
+        }
+        "dup-te" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+            false
+        }
+        // The pass-through bug: the upstream client's chunked header copied over a plain body.
+        "copied-te" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: keep-alive, x-copied\r\nx-copied: 1\r\n\r\n{\"ok\":true}");
+            let _ = s.flush();
+            thread::sleep(Duration::from_millis(100));
+            let _ = s.shutdown(Shutdown::Both);
+            false
+        }
+        "midbody-rst" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n0123456789");
+            let _ = s.flush();
+            thread::sleep(Duration::from_millis(100));
+            reset(s);
+            false
+        }
+        "stall-body" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+            let _ = s.flush();
+            thread::sleep(Duration::from_secs(5));
+            false
+        }
+        "grpc-trailers" => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\ntrailer: grpc-status\r\n\r\n";
+            let body = format!("5\r\n\0\0\0\0\0\r\n0\r\ngrpc-status: {num}\r\ngrpc-message: from-trailers\r\n\r\n");
+            s.write_all(head.as_bytes()).is_ok() && s.write_all(body.as_bytes()).is_ok()
+        }
+        "grpc-only" => ok(s, 200, &format!("grpc-status: {num}\r\ngrpc-message: trailers-only\r\n"), ""),
+        "grpc-bad" => ok(s, 200, "grpc-status: 99999999999\r\n", ""),
+        "forged" => ok(s, num as u16, "x-meshtriage: l4;class=connect_refused;origin=proxy;side=upstream;hop=\"forged\"\r\n", "forged\n"),
+        "hop" => ok(s, if num == 0 { 200 } else { num as u16 }, "connection: keep-alive, x-hop-named\r\nx-hop-named: 1\r\nte: trailers\r\ntrailer: x-t\r\nproxy-connection: keep-alive\r\nupgrade: h2c\r\n", "hop\n"),
+        "echo-headers" => {
+            let body: String = req.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
+            ok(s, 200, "", &body)
+        }
+        _ => ok(s, 200, "", "ok\n"),
+    }
+}
+
+/// What the HTTP/2 server does with each stream.
+#[derive(Clone, Copy)]
+pub enum H2 {
+    /// RST_STREAM(INTERNAL_ERROR) before any response.
+    ResetBeforeHeaders,
+    /// RST_STREAM(REFUSED_STREAM).
+    Refused,
+}
+
+/// A frame-level HTTP/2 server (prior knowledge) that resets every stream.
+pub fn http2(mode: H2) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    match mode {
+        H2::ResetBeforeHeaders => serve(listener, |s| h2_conn(s, 2)),
+        H2::Refused => serve(listener, |s| h2_conn(s, 7)),
+    }
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn h2_conn(mut s: TcpStream, rst_code: u32) {
+    let mut preface = [0u8; 24];
+    if s.read_exact(&mut preface).is_err() {
+        return;
+    }
+    let _ = s.write_all(&frame(4, 0, 0, &[]));
+    loop {
+        let mut head = [0u8; 9];
+        if s.read_exact(&mut head).is_err() {
+            return;
+        }
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0; len];
+        if s.read_exact(&mut payload).is_err() {
+            return;
+        }
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            4 if head[4] & 1 == 0 => {
+                let _ = s.write_all(&frame(4, 1, 0, &[]));
+            }
+            1 => {
+                let _ = s.write_all(&frame(3, 0, stream, &rst_code.to_be_bytes()));
+            }
+            6 if head[4] & 1 == 0 => {
+                let _ = s.write_all(&frame(6, 1, 0, &payload));
+            }
+            _ => {}
+        }
+    }
+}
