@@ -72,7 +72,13 @@ pub fn hcm(stat_prefix: &str, routes: Value, filters: Vec<Value>, access_log: &s
 
 /// A listener; `direction` is Envoy's `traffic_direction` (`INBOUND`/`OUTBOUND`), which the
 /// plugin reads as `xds.listener_direction`.
-pub fn listener(name: &str, port: u16, direction: Option<&str>, filters: Vec<Value>, tls: Option<Value>) -> Value {
+pub fn listener(
+    name: &str,
+    port: u16,
+    direction: Option<&str>,
+    filters: Vec<Value>,
+    tls: Option<Value>,
+) -> Value {
     let mut chain = json!({"filters": filters});
     if let Some(t) = tls {
         chain["transport_socket"] = t;
@@ -109,7 +115,8 @@ pub fn upstream_tls(ca: Option<&Path>, san: Option<&str>) -> Value {
     if let Some(ca) = ca {
         let mut vc = json!({"trusted_ca": {"filename": ca}});
         if let Some(san) = san {
-            vc["match_typed_subject_alt_names"] = json!([{"san_type": "DNS", "matcher": {"exact": san}}]);
+            vc["match_typed_subject_alt_names"] =
+                json!([{"san_type": "DNS", "matcher": {"exact": san}}]);
         }
         ctx["common_tls_context"] = json!({"validation_context": vc});
     }
@@ -122,13 +129,15 @@ fn downstream_tls(certs: &Certs, require_client: bool) -> Value {
                                                       "private_key": {"filename": certs.server_key}}]}});
     if require_client {
         ctx["require_client_certificate"] = json!(true);
-        ctx["common_tls_context"]["validation_context"] = json!({"trusted_ca": {"filename": certs.ca}});
+        ctx["common_tls_context"]["validation_context"] =
+            json!({"trusted_ca": {"filename": certs.ca}});
     }
     json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
 }
 
 fn route(prefix: &str, cluster: &str, extra: Value) -> Value {
-    let mut r = json!({"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "1s"}});
+    let mut r =
+        json!({"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "1s"}});
     if let Some(obj) = extra.as_object() {
         for (k, v) in obj {
             if k == "typed_per_filter_config" {
@@ -141,7 +150,8 @@ fn route(prefix: &str, cluster: &str, extra: Value) -> Value {
     r
 }
 
-const RETRY: &str = r#"{"retry_policy": {"retry_on": "connect-failure,5xx,reset", "num_retries": 2}}"#;
+const RETRY: &str =
+    r#"{"retry_policy": {"retry_on": "connect-failure,5xx,reset", "num_retries": 2}}"#;
 
 /// Every scenario route of the bed.
 pub fn routes() -> Value {
@@ -164,8 +174,16 @@ pub fn routes() -> Value {
         route("/nc", "no_such_cluster", json!({})),
         route("/retry/", "c_app", retry.clone()),
         route("/retry-uf", "c_refused", retry),
-        route("/pertry/", "c_app", json!({"timeout": "5s", "retry_policy": {"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.3s"}})),
-        route("/si/", "c_app", json!({"timeout": "5s", "idle_timeout": "0.5s"})),
+        route(
+            "/pertry/",
+            "c_app",
+            json!({"timeout": "5s", "retry_policy": {"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.3s"}})
+        ),
+        route(
+            "/si/",
+            "c_app",
+            json!({"timeout": "5s", "idle_timeout": "0.5s"})
+        ),
         route("/umsdr/", "c_app_msd", json!({"timeout": "5s"})),
         route("/cb/", "c_cb", json!({"timeout": "5s"})),
         route("/deny", "c_app", rbac_deny),
@@ -210,7 +228,12 @@ impl Bed {
         let app = upstream::http1();
         let h2_rst = upstream::http2(H2::ResetBeforeHeaders);
         let h2_refused = upstream::http2(H2::Refused);
-        let (port, inbound_port, tls_port, mtls_port) = (paths::free_port(), paths::free_port(), paths::free_port(), paths::free_port());
+        let (port, inbound_port, tls_port, mtls_port) = (
+            paths::free_port(),
+            paths::free_port(),
+            paths::free_port(),
+            paths::free_port(),
+        );
         let log = dir.join("access.log").display().to_string();
         let wasm = paths::wasm().display().to_string();
         let filters = |with: bool| {
@@ -257,7 +280,13 @@ impl Bed {
             }
         });
         let envoy = Envoy::start(&cfg, &dir);
-        Bed { envoy, port, inbound_port, app, _others: vec![h2_rst, h2_refused] }
+        Bed {
+            envoy,
+            port,
+            inbound_port,
+            app,
+            _others: vec![h2_rst, h2_refused],
+        }
     }
 
     /// GET on the outbound listener with an `x-scn` tag for the access log.
@@ -274,6 +303,9 @@ impl Bed {
 /// `stats_config.stats_tags` for the plugin's tags.
 pub fn stats_tags() -> Value {
     Value::Array(
-        meshtriage_core::metrics::stats_tags().into_iter().map(|(name, regex)| json!({"tag_name": name, "regex": regex})).collect(),
+        meshtriage_core::metrics::stats_tags()
+            .into_iter()
+            .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+            .collect(),
     )
 }

@@ -16,11 +16,18 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn text(&self) -> String {
@@ -29,7 +36,13 @@ impl Response {
 }
 
 /// Sends one request on a fresh connection to 127.0.0.1:`port` (`Connection: close`).
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n");
@@ -53,7 +66,8 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
             Err(_) => break,
         }
     }
-    parse(&raw).ok_or_else(|| std::io::Error::other(format!("no HTTP response ({} bytes)", raw.len())))
+    parse(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response ({} bytes)", raw.len())))
 }
 
 /// Parses a complete (or cut) HTTP/1.1 response.
@@ -67,12 +81,21 @@ pub fn parse(raw: &[u8]) -> Option<Response> {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let rest = &raw[end + 4..];
-    let mut r = Response { status, headers, ..Response::default() };
-    if r.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+    let mut r = Response {
+        status,
+        headers,
+        ..Response::default()
+    };
+    if r.header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
         let (body, complete) = dechunk(rest);
         r.body = body;
         r.truncated = !complete;
-    } else if let Some(len) = r.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+    } else if let Some(len) = r
+        .header("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
         r.truncated = rest.len() < len;
         r.body = rest[..rest.len().min(len)].to_vec();
     } else {
@@ -84,9 +107,12 @@ pub fn parse(raw: &[u8]) -> Option<Response> {
 fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return (out, false) };
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return (out, false);
+        };
         let size_text = String::from_utf8_lossy(&data[..eol]);
-        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+        else {
             return (out, false);
         };
         data = &data[eol + 2..];
@@ -109,7 +135,10 @@ pub fn request_h2(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Res
     for (n, v) in headers {
         cmd.arg("-H").arg(format!("{n}: {v}"));
     }
-    let out = cmd.arg(format!("http://127.0.0.1:{port}{path}")).output().ok()?;
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .ok()?;
     let raw = out.stdout;
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]);
@@ -119,5 +148,10 @@ pub fn request_h2(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Res
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Some(Response { status, headers, body: raw[end + 4..].to_vec(), truncated: !out.status.success() })
+    Some(Response {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+        truncated: !out.status.success(),
+    })
 }

@@ -27,7 +27,13 @@ impl Envoy {
         let child = Command::new(paths::envoy_bin())
             .arg("-c")
             .arg(&cfg_path)
-            .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level", "info"])
+            .args([
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "--log-level",
+                "info",
+            ])
             .args(["--file-flush-interval-msec", "50", "--drain-time-s", "0"])
             .arg("--admin-address-path")
             .arg(&admin_path)
@@ -37,16 +43,35 @@ impl Envoy {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e} (run `make venv` or set ENVOY_BIN)", paths::envoy_bin().display()));
-        let mut envoy = Envoy { child, dir: dir.to_path_buf(), admin_port: 0, access_log: dir.join("access.log"), log };
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (run `make venv` or set ENVOY_BIN)",
+                    paths::envoy_bin().display()
+                )
+            });
+        let mut envoy = Envoy {
+            child,
+            dir: dir.to_path_buf(),
+            admin_port: 0,
+            access_log: dir.join("access.log"),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = envoy.child.try_wait() {
-                panic!("envoy exited with {status} during start-up\n{}", envoy.log_tail(60));
+                panic!(
+                    "envoy exited with {status} during start-up\n{}",
+                    envoy.log_tail(60)
+                );
             }
             if envoy.admin_port == 0 {
                 if let Ok(text) = std::fs::read_to_string(&admin_path) {
-                    envoy.admin_port = text.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    envoy.admin_port = text
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
                 }
             }
             if envoy.admin_port != 0 {
@@ -72,16 +97,24 @@ impl Envoy {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
     pub fn admin(&self, path: &str) -> String {
-        request(self.admin_port, "GET", path, &[], b"").map(|r| r.text()).unwrap_or_default()
+        request(self.admin_port, "GET", path, &[], b"")
+            .map(|r| r.text())
+            .unwrap_or_default()
     }
 
     pub fn admin_post(&self, path: &str) -> String {
-        request(self.admin_port, "POST", path, &[], b"").map(|r| r.text()).unwrap_or_default()
+        request(self.admin_port, "POST", path, &[], b"")
+            .map(|r| r.text())
+            .unwrap_or_default()
     }
 
     pub fn prometheus(&self) -> String {
@@ -106,14 +139,22 @@ impl Envoy {
     }
 
     pub fn access_log_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.access_log).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Waits (bounded) for an access-log line containing `needle`.
     pub fn wait_access_log(&self, needle: &str) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(line) = self.access_log_lines().into_iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .access_log_lines()
+                .into_iter()
+                .find(|l| l.contains(needle))
+            {
                 return Some(line);
             }
             if Instant::now() > deadline {
@@ -167,7 +208,9 @@ pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             if metric != name {
                 return None;
             }
-            let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()

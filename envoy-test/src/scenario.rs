@@ -20,8 +20,22 @@ pub struct Expect {
 }
 
 impl Expect {
-    pub const fn new(status: u16, layer: &'static str, class: &'static str, origin: &'static str, side: &'static str) -> Self {
-        Expect { status: Some(status), layer, class, origin, side, hints: &[], in_header: true }
+    pub const fn new(
+        status: u16,
+        layer: &'static str,
+        class: &'static str,
+        origin: &'static str,
+        side: &'static str,
+    ) -> Self {
+        Expect {
+            status: Some(status),
+            layer,
+            class,
+            origin,
+            side,
+            hints: &[],
+            in_header: true,
+        }
     }
 
     pub const fn hints(mut self, hints: &'static [&'static str]) -> Self {
@@ -61,7 +75,13 @@ fn matches(v: &View, e: &Expect, dir: &str) -> Vec<String> {
 /// Sends GET `path` to `port` (a listener of `bed` whose direction is `dir`) and checks the
 /// header, the access-log line and the failure counter. Returns the response.
 pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Response {
-    let labels = [("dir", dir), ("layer", e.layer), ("class", e.class), ("origin", e.origin), ("side", e.side)];
+    let labels = [
+        ("dir", dir),
+        ("layer", e.layer),
+        ("class", e.class),
+        ("origin", e.origin),
+        ("side", e.side),
+    ];
     let before = bed.envoy.metric(FAILURES, &labels);
     let resp = bed.get_on(port, path);
     let mut bad = Vec::new();
@@ -73,7 +93,11 @@ pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Respons
         (Some(h), true) => {
             let views = verdict::parse(h);
             match views.as_slice() {
-                [v] => bad.extend(matches(v, e, dir).into_iter().map(|m| format!("header {m}"))),
+                [v] => bad.extend(
+                    matches(v, e, dir)
+                        .into_iter()
+                        .map(|m| format!("header {m}")),
+                ),
                 _ => bad.push(format!("header: want one member, got {h}")),
             }
         }
@@ -83,15 +107,26 @@ pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Respons
     }
     match bed.envoy.wait_access_log(&format!("scn={path} ")) {
         Some(line) => match verdict::from_access_log(&line) {
-            Some(v) => bad.extend(matches(&v, e, dir).into_iter().map(|m| format!("access log {m}"))),
+            Some(v) => bad.extend(
+                matches(&v, e, dir)
+                    .into_iter()
+                    .map(|m| format!("access log {m}")),
+            ),
             None => bad.push(format!("access log: no verdict in {line}")),
         },
         None => bad.push("access log: no line".into()),
     }
     let after = bed.envoy.wait_metric(FAILURES, &labels, before + 1.0);
     if after != before + 1.0 {
-        bad.push(format!("metric {FAILURES}{labels:?}: {before} -> {after}, want +1"));
+        bad.push(format!(
+            "metric {FAILURES}{labels:?}: {before} -> {after}, want +1"
+        ));
     }
-    assert!(bad.is_empty(), "{path}:\n  {}\n{}", bad.join("\n  "), bed.envoy.diagnostics());
+    assert!(
+        bad.is_empty(),
+        "{path}:\n  {}\n{}",
+        bad.join("\n  "),
+        bed.envoy.diagnostics()
+    );
     resp
 }

@@ -96,7 +96,11 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
             }
         }
     }
-    Some(Request { path, headers, body_len })
+    Some(Request {
+        path,
+        headers,
+        body_len,
+    })
 }
 
 fn reset(stream: &TcpStream) {
@@ -104,7 +108,9 @@ fn reset(stream: &TcpStream) {
 }
 
 fn handle_http1(stream: TcpStream) {
-    let Ok(clone) = stream.try_clone() else { return };
+    let Ok(clone) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(clone);
     let mut stream = stream;
     loop {
@@ -113,7 +119,9 @@ fn handle_http1(stream: TcpStream) {
         }
         let Some(req) = read_request(&mut reader) else {
             // Like any HTTP server, answer garbage (e.g. a TLS ClientHello) with a plaintext 400.
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
             return;
         };
         if !respond(&mut stream, &req) {
@@ -123,13 +131,23 @@ fn handle_http1(stream: TcpStream) {
 }
 
 fn ok(stream: &mut TcpStream, status: u16, extra: &str, body: &str) -> bool {
-    let head = format!("HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}\r\n", body.len());
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok()
 }
 
 /// Answers one request; false when the connection must end.
 fn respond(s: &mut TcpStream, req: &Request) -> bool {
-    let segs: Vec<&str> = req.path.split('?').next().unwrap_or("").split('/').filter(|x| !x.is_empty()).collect();
+    let segs: Vec<&str> = req
+        .path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .filter(|x| !x.is_empty())
+        .collect();
     // `/anything/<behaviour>/<arg>`: the last two segments decide (routes may add prefixes).
     let (what, arg) = match segs.as_slice() {
         [.., w, a] if a.chars().all(|c| c.is_ascii_digit()) => (*w, *a),

@@ -20,18 +20,26 @@ impl View {
     }
 
     pub fn hints(&self) -> Vec<&str> {
-        self.get("hints").map(|h| h.split(' ').collect()).unwrap_or_default()
+        self.get("hints")
+            .map(|h| h.split(' ').collect())
+            .unwrap_or_default()
     }
 }
 
 /// Parses a verdict header value (an RFC 8941 List) into its members; panics on bad syntax,
 /// which in a test means the plugin wrote an invalid header.
 pub fn parse(value: &str) -> Vec<View> {
-    let members = sfv::parse_list(value.as_bytes()).unwrap_or_else(|_| panic!("not RFC 8941: {value}"));
+    let members =
+        sfv::parse_list(value.as_bytes()).unwrap_or_else(|_| panic!("not RFC 8941: {value}"));
     members
         .into_iter()
         .map(|m| View {
-            layer: m.item.as_ref().and_then(BareItem::as_token).unwrap_or("").to_string(),
+            layer: m
+                .item
+                .as_ref()
+                .and_then(BareItem::as_token)
+                .unwrap_or("")
+                .to_string(),
             params: m
                 .params
                 .iter()

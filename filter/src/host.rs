@@ -24,14 +24,48 @@ mod abi {
     #[link(wasm_import_module = "env")]
     extern "C" {
         pub fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
-        pub fn proxy_get_property(path: *const u8, path_size: usize, out: *mut *mut u8, out_size: *mut usize) -> u32;
-        pub fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
-        pub fn proxy_get_header_map_pairs(map: u32, out: *mut *mut u8, out_size: *mut usize) -> u32;
-        pub fn proxy_replace_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
-        pub fn proxy_add_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+        pub fn proxy_get_property(
+            path: *const u8,
+            path_size: usize,
+            out: *mut *mut u8,
+            out_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_property(
+            path: *const u8,
+            path_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_get_header_map_pairs(map: u32, out: *mut *mut u8, out_size: *mut usize)
+            -> u32;
+        pub fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
-        pub fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, out: *mut *mut u8, out_size: *mut usize) -> u32;
-        pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
+        pub fn proxy_get_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            max: usize,
+            out: *mut *mut u8,
+            out_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_define_metric(
+            kind: u32,
+            name: *const u8,
+            name_size: usize,
+            out_id: *mut u32,
+        ) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     }
 }
@@ -40,16 +74,59 @@ mod abi {
 #[cfg(not(target_arch = "wasm32"))]
 #[allow(clippy::missing_safety_doc)]
 mod abi {
-    pub unsafe fn proxy_log(_: u32, _: *const u8, _: usize) -> u32 { 1 }
-    pub unsafe fn proxy_get_property(_: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 { 1 }
-    pub unsafe fn proxy_set_property(_: *const u8, _: usize, _: *const u8, _: usize) -> u32 { 1 }
-    pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 { 1 }
-    pub unsafe fn proxy_replace_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 { 1 }
-    pub unsafe fn proxy_add_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 { 1 }
-    pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 { 1 }
-    pub unsafe fn proxy_get_buffer_bytes(_: u32, _: usize, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 { 1 }
-    pub unsafe fn proxy_define_metric(_: u32, _: *const u8, _: usize, _: *mut u32) -> u32 { 1 }
-    pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 { 1 }
+    pub unsafe fn proxy_log(_: u32, _: *const u8, _: usize) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_get_property(
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_set_property(_: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_replace_header_map_value(
+        _: u32,
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_add_header_map_value(
+        _: u32,
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_get_buffer_bytes(
+        _: u32,
+        _: usize,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_define_metric(_: u32, _: *const u8, _: usize, _: *mut u32) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
+        1
+    }
 }
 
 /// Takes ownership of a buffer the host allocated through the SDK's `proxy_on_memory_allocate`
@@ -69,13 +146,16 @@ pub fn property(path: &[u8]) -> Option<Vec<u8>> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the result buffer is taken by `take`.
-    let status = unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    let status =
+        unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
     let value = take(data, size);
     (status == STATUS_OK).then_some(value).flatten()
 }
 
 pub fn property_i64(path: &[u8]) -> Option<i64> {
-    property(path).and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_le_bytes)
+    property(path)
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(i64::from_le_bytes)
 }
 
 pub fn property_u64(path: &[u8]) -> Option<u64> {
@@ -83,13 +163,17 @@ pub fn property_u64(path: &[u8]) -> Option<u64> {
 }
 
 pub fn property_string(path: &[u8]) -> Option<String> {
-    property(path).map(|b| String::from_utf8_lossy(&b).into_owned()).filter(|s| !s.is_empty())
+    property(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Writes filter state `wasm.<name>` (readable in access logs). Returns false on host error.
 pub fn set_filter_state(name: &str, value: &[u8]) -> bool {
     // SAFETY: pointers are valid for the duration of the call.
-    unsafe { abi::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK }
+    unsafe {
+        abi::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK
+    }
 }
 
 /// All pairs of a header map, serialized (decode with `meshtriage_core::wire::HeaderPairs`).
@@ -104,17 +188,35 @@ pub fn header_map(map: Map) -> Option<Vec<u8>> {
 
 pub fn replace_header(map: Map, name: &str, value: &str) -> bool {
     // SAFETY: pointers are valid for the duration of the call.
-    unsafe { abi::proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK }
+    unsafe {
+        abi::proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == STATUS_OK
+    }
 }
 
 pub fn add_header(map: Map, name: &str, value: &str) -> bool {
     // SAFETY: pointers are valid for the duration of the call.
-    unsafe { abi::proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK }
+    unsafe {
+        abi::proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == STATUS_OK
+    }
 }
 
 pub fn remove_header(map: Map, name: &str) -> bool {
     // SAFETY: pointers are valid for the duration of the call.
-    unsafe { abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) == STATUS_OK }
+    unsafe {
+        abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) == STATUS_OK
+    }
 }
 
 /// The plugin configuration bytes (`size` from `on_configure`).
@@ -125,7 +227,9 @@ pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
     let mut data = null_mut();
     let mut out = 0;
     // SAFETY: as in `property`.
-    let status = unsafe { abi::proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut out) };
+    let status = unsafe {
+        abi::proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut out)
+    };
     let value = take(data, out);
     (status == STATUS_OK).then_some(value).flatten()
 }
@@ -133,7 +237,8 @@ pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
 pub fn define_counter(name: &str) -> Option<u32> {
     let mut id = 0;
     // SAFETY: pointers are valid for the duration of the call.
-    let status = unsafe { abi::proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    let status =
+        unsafe { abi::proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
     (status == STATUS_OK).then_some(id)
 }
 

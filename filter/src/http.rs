@@ -50,7 +50,8 @@ impl HttpFilter {
 
     fn direction(&mut self) -> Direction {
         *self.dir.get_or_insert_with(|| {
-            host::property_i64(b"xds\0listener_direction").map_or(Direction::Unknown, Direction::from_envoy)
+            host::property_i64(b"xds\0listener_direction")
+                .map_or(Direction::Unknown, Direction::from_envoy)
         })
     }
 
@@ -61,7 +62,9 @@ impl HttpFilter {
         Signals {
             phase,
             status,
-            flags: host::property(b"response\0flags").map(|b| ResponseFlags::from_property(&b)).unwrap_or_default(),
+            flags: host::property(b"response\0flags")
+                .map(|b| ResponseFlags::from_property(&b))
+                .unwrap_or_default(),
             details: host::property_string(b"response\0code_details"),
             transport_failure: host::property_string(b"upstream\0transport_failure_reason"),
             grpc_status: self.grpc_trailer,
@@ -69,10 +72,19 @@ impl HttpFilter {
             direction: dir,
             response_started: self.saw_headers && self.header_status.is_some_and(|s| s < 400),
             chunked: self.chunked,
-            response_body_bytes: if in_log { host::property_u64(b"response\0size").unwrap_or(0) } else { 0 },
-            request_body_bytes: if in_log { host::property_u64(b"request\0size").unwrap_or(0) } else { 0 },
+            response_body_bytes: if in_log {
+                host::property_u64(b"response\0size").unwrap_or(0)
+            } else {
+                0
+            },
+            request_body_bytes: if in_log {
+                host::property_u64(b"request\0size").unwrap_or(0)
+            } else {
+                0
+            },
             hop_by_hop: self.hop_by_hop,
-            upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate").is_some_and(|s| s.starts_with("spiffe://")),
+            upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate")
+                .is_some_and(|s| s.starts_with("spiffe://")),
             connect_nanos: host::property_u64(b"upstream\0cx_pool_ready_duration"),
             retry_budget_exceeded: false,
             upstream: UpstreamEvidence::None,
@@ -124,7 +136,10 @@ impl HttpFilter {
                 let lines: Vec<&[u8]> = scan.verdict_lines.iter().map(Vec::as_slice).collect();
                 match bound_entries(&lines) {
                     Ok(Some(e)) => {
-                        s.upstream = UpstreamEvidence::Verdicts { layer: e.layer, class: e.class };
+                        s.upstream = UpstreamEvidence::Verdicts {
+                            layer: e.layer,
+                            class: e.class,
+                        };
                         kept_entries = Some(e.header);
                     }
                     Ok(None) => {}
@@ -146,9 +161,15 @@ impl HttpFilter {
         let verdict = Verdict::new(classify(&s, cfg), &s, &settings.hop);
         if let Some(name) = self.header_name() {
             let ok = match (&kept_entries, cfg.expose_header) {
-                (_, false) => scan.verdict_lines.is_empty() || host::remove_header(Map::ResponseHeaders, name),
+                (_, false) => {
+                    scan.verdict_lines.is_empty() || host::remove_header(Map::ResponseHeaders, name)
+                }
                 (Some(entries), true) => host::replace_header(Map::ResponseHeaders, name, entries),
-                (None, true) => host::replace_header(Map::ResponseHeaders, name, &verdict.encode(cfg.include_detail)),
+                (None, true) => host::replace_header(
+                    Map::ResponseHeaders,
+                    name,
+                    &verdict.encode(cfg.include_detail),
+                ),
             };
             if !ok {
                 metrics::internal_error("could not write the verdict header");
@@ -175,15 +196,23 @@ impl HttpFilter {
         let dir = self.direction();
         metrics::count_request(dir);
         if self.verdict.is_none() {
-            let flags = host::property(b"response\0flags").map(|b| ResponseFlags::from_property(&b)).unwrap_or_default();
+            let flags = host::property(b"response\0flags")
+                .map(|b| ResponseFlags::from_property(&b))
+                .unwrap_or_default();
             let cfg = &self.settings.config;
             let late_grpc = self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
             if flags.any_failure() || late_grpc || !self.saw_headers {
-                let status = host::property_i64(b"response\0code").and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0);
+                let status = host::property_i64(b"response\0code")
+                    .and_then(|c| u16::try_from(c).ok())
+                    .filter(|c| *c != 0);
                 let s = self.signals(Phase::Log, status);
                 let settings = self.settings.clone();
                 if is_failing(&s, &settings.config) {
-                    self.verdict = Some(Verdict::new(classify(&s, &settings.config), &s, &settings.hop));
+                    self.verdict = Some(Verdict::new(
+                        classify(&s, &settings.config),
+                        &s,
+                        &settings.hop,
+                    ));
                 }
             }
         }
@@ -212,8 +241,8 @@ impl HttpContext for HttpFilter {
         };
         if let Some((_, v)) = HeaderPairs::new(&buf).find(|(n, _)| *n == "grpc-status") {
             match parse_grpc_status(v) {
-                Ok(code) => self.grpc_trailer = Some(code),
-                Err(()) => metrics::internal_error("malformed grpc-status trailer"),
+                Some(code) => self.grpc_trailer = Some(code),
+                None => metrics::internal_error("malformed grpc-status trailer"),
             }
         }
         Action::Continue

@@ -57,7 +57,11 @@ pub fn count_request(dir: Direction) {
 
 /// Defines the always-present series up front so dashboards see zeros, not gaps.
 pub fn define_static() {
-    for name in [names::CONFIG_ERRORS, names::INTERNAL_ERRORS, names::MALFORMED_UPSTREAM] {
+    for name in [
+        names::CONFIG_ERRORS,
+        names::INTERNAL_ERRORS,
+        names::MALFORMED_UPSTREAM,
+    ] {
         let _ = id_for(name.to_string());
     }
 }

@@ -8,7 +8,27 @@ use crate::tcp::TcpFilter;
 use meshtriage_core::{config, Config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+
+thread_local! {
+    // The last good configuration per plugin name, VM-wide: Envoy gives a changed plugin
+    // configuration a new root context on the same VM, and a bad update must keep the old one.
+    static LAST_GOOD: RefCell<HashMap<String, Config>> = RefCell::new(HashMap::new());
+}
+
+fn last_good(plugin: &str) -> Option<Config> {
+    LAST_GOOD.with(|m| m.try_borrow().ok().and_then(|m| m.get(plugin).cloned()))
+}
+
+fn remember(plugin: &str, config: &Config) {
+    LAST_GOOD.with(|m| {
+        if let Ok(mut m) = m.try_borrow_mut() {
+            m.insert(plugin.to_string(), config.clone());
+        }
+    });
+}
 
 /// Root id that selects the network (L4) filter; anything else is the HTTP filter.
 pub const TCP_ROOT_ID: &str = "meshtriage-tcp";
@@ -25,7 +45,6 @@ pub struct Settings {
 pub struct Root {
     settings: Rc<Settings>,
     tcp: bool,
-    configured_once: bool,
 }
 
 /// Config `hop`, else Istio node metadata `NAME.NAMESPACE`, else the node id.
@@ -50,26 +69,39 @@ impl RootContext for Root {
         metrics::define_static();
         let parsed = match host::plugin_configuration(size) {
             Some(bytes) => config::parse(&bytes),
-            None => Err(config::ConfigError { field: "(document)".into(), reason: "the host did not return the configuration".into() }),
+            None => Err(config::ConfigError {
+                field: "(document)".into(),
+                reason: "the host did not return the configuration".into(),
+            }),
         };
+        let plugin = host::property_string(b"plugin_name").unwrap_or_default();
         let config = match parsed {
-            Ok(c) => c,
+            Ok(c) => {
+                remember(&plugin, &c);
+                c
+            }
             Err(e) => {
-                let kept = if self.configured_once { "keeping the last good configuration" } else { "using the defaults" };
+                let (config, kept) = match last_good(&plugin) {
+                    Some(c) => (c, "keeping the last good configuration"),
+                    None => (Config::default(), "using the defaults"),
+                };
                 log::error!("{e}; {kept}");
                 metrics::count(meshtriage_core::metrics::CONFIG_ERRORS.to_string());
-                self.settings.config.clone()
+                config
             }
         };
         let hop = sanitize_hop(hop_identity(&config));
         self.settings = Rc::new(Settings { config, hop });
-        self.configured_once = true;
         // Never refuse: a refused configuration blocks the whole Envoy/Istio push.
         true
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(if self.tcp { ContextType::StreamContext } else { ContextType::HttpContext })
+        Some(if self.tcp {
+            ContextType::StreamContext
+        } else {
+            ContextType::HttpContext
+        })
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -83,5 +115,8 @@ impl RootContext for Root {
 
 /// Node ids and metadata are free text; the header needs printable ASCII.
 fn sanitize_hop(hop: String) -> String {
-    hop.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').take(253).collect()
+    hop.chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .take(253)
+        .collect()
 }

@@ -13,7 +13,9 @@ pub struct TcpFilter {
 
 impl TcpFilter {
     pub fn new(settings: Rc<Settings>) -> Self {
-        TcpFilter { _settings: settings }
+        TcpFilter {
+            _settings: settings,
+        }
     }
 }
 
@@ -21,8 +23,10 @@ impl Context for TcpFilter {}
 
 impl StreamContext for TcpFilter {
     fn on_log(&mut self) {
-        let dir = crate::host::property_i64(b"xds\0listener_direction")
-            .map_or(meshtriage_core::Direction::Unknown, meshtriage_core::Direction::from_envoy);
+        let dir = crate::host::property_i64(b"xds\0listener_direction").map_or(
+            meshtriage_core::Direction::Unknown,
+            meshtriage_core::Direction::from_envoy,
+        );
         metrics::count(names::tcp_connections(dir));
     }
 }

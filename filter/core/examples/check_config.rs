@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 //! Checks a plugin configuration (JSON on stdin) with the plugin's own parser.
 //! `cargo run -q -p meshtriage-core --example check_config < config.json`: prints `ok` and exits
 //! 0, or prints the error the plugin would log and exits 1.

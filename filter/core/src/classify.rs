@@ -44,7 +44,8 @@ pub fn is_failing(s: &Signals, cfg: &Config) -> bool {
     }
     // Late failures (reset, truncation, client gone) only show in flags and details.
     s.flags.any_failure()
-        || s.details().starts_with("upstream_reset_after_response_started")
+        || s.details()
+            .starts_with("upstream_reset_after_response_started")
         || (s.phase == Phase::Log && s.status.is_none() && s.details.is_some())
 }
 
@@ -65,25 +66,39 @@ fn holds(cond: Cond, s: &Signals, cfg: &Config) -> bool {
 
 /// The first rule whose conditions all hold.
 pub fn matching_rule(s: &Signals, cfg: &Config) -> Option<&'static Rule> {
-    RULES.iter().find(|r| r.when.iter().all(|c| holds(*c, s, cfg)))
+    RULES
+        .iter()
+        .find(|r| r.when.iter().all(|c| holds(*c, s, cfg)))
 }
 
 /// Classifies a failing exchange.
 pub fn classify(s: &Signals, cfg: &Config) -> Outcome {
     let mut hints = Hints::default();
-    let (class, layer, origin, side) = if let Some((class, layer)) = upstream_class(s, cfg, &mut hints) {
-        (class, layer, Origin::UpstreamProxy, Side::Upstream)
-    } else {
-        let rule = matching_rule(s, cfg);
-        let class = rule.map_or(Class::Unclassified, |r| r.class);
-        if let Some(h) = rule.and_then(|r| r.hint) {
-            hints.insert(h);
-        }
-        let info = class.info();
-        (class, rule.and_then(|r| r.layer).unwrap_or(info.layer), info.origin, info.side)
-    };
+    let (class, layer, origin, side) =
+        if let Some((class, layer)) = upstream_class(s, cfg, &mut hints) {
+            (class, layer, Origin::UpstreamProxy, Side::Upstream)
+        } else {
+            let rule = matching_rule(s, cfg);
+            let class = rule.map_or(Class::Unclassified, |r| r.class);
+            if let Some(h) = rule.and_then(|r| r.hint) {
+                hints.insert(h);
+            }
+            let info = class.info();
+            (
+                class,
+                rule.and_then(|r| r.layer).unwrap_or(info.layer),
+                info.origin,
+                info.side,
+            )
+        };
     add_hints(s, cfg, class, &mut hints);
-    Outcome { class, layer, origin, side, hints }
+    Outcome {
+        class,
+        layer,
+        origin,
+        side,
+        hints,
+    }
 }
 
 /// When an upstream proxy produced the failing answer: its class and layer.
@@ -94,10 +109,20 @@ fn upstream_class(s: &Signals, cfg: &Config, hints: &mut Hints) -> Option<(Class
     match &s.upstream {
         UpstreamEvidence::None => None,
         UpstreamEvidence::Verdicts { layer, class } => Some((*class, *layer)),
-        UpstreamEvidence::ProxyStatus { error, details, flags } => {
+        UpstreamEvidence::ProxyStatus {
+            error,
+            details,
+            flags,
+        } => {
             // Re-run the rules on what the upstream Envoy saw.
-            let theirs = Signals { flags: *flags, details: details.clone(), status: s.status, ..Signals::default() };
-            let rule = matching_rule(&theirs, cfg).filter(|r| r.class != Class::AppError && r.class != Class::AppGrpcError);
+            let theirs = Signals {
+                flags: *flags,
+                details: details.clone(),
+                status: s.status,
+                ..Signals::default()
+            };
+            let rule = matching_rule(&theirs, cfg)
+                .filter(|r| r.class != Class::AppError && r.class != Class::AppGrpcError);
             if flags.has(Flag::URX) {
                 hints.insert(Hint::RetriesExhausted);
             }
@@ -105,7 +130,10 @@ fn upstream_class(s: &Signals, cfg: &Config, hints: &mut Hints) -> Option<(Class
                 hints.insert(h);
             }
             let class = rule.map_or_else(|| class_for_proxy_status(error), |r| r.class);
-            Some((class, rule.and_then(|r| r.layer).unwrap_or(class.info().layer)))
+            Some((
+                class,
+                rule.and_then(|r| r.layer).unwrap_or(class.info().layer),
+            ))
         }
         UpstreamEvidence::LocalReplyBody { class, retried } => {
             if *retried {
@@ -129,7 +157,9 @@ fn add_hints(s: &Signals, cfg: &Config, class: Class, hints: &mut Hints) {
     if s.upstream_mtls {
         hints.insert(Hint::Mtls);
     }
-    if s.request_body_bytes >= cfg.large_payload_bytes || s.response_body_bytes >= cfg.large_payload_bytes {
+    if s.request_body_bytes >= cfg.large_payload_bytes
+        || s.response_body_bytes >= cfg.large_payload_bytes
+    {
         hints.insert(Hint::LargePayload);
     }
     if s.retry_budget_exceeded {

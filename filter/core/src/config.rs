@@ -28,7 +28,9 @@ impl StatusSet {
     }
 
     pub fn contains(&self, code: u16) -> bool {
-        self.0.get(usize::from(code / 64)).is_some_and(|w| w & (1 << (code % 64)) != 0)
+        self.0
+            .get(usize::from(code / 64))
+            .is_some_and(|w| w & (1 << (code % 64)) != 0)
     }
 }
 
@@ -56,7 +58,11 @@ fn default_min_requests() -> u64 {
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        RetryBudget { ratio: default_ratio(), window_seconds: default_window(), min_requests: default_min_requests() }
+        RetryBudget {
+            ratio: default_ratio(),
+            window_seconds: default_window(),
+            min_requests: default_min_requests(),
+        }
     }
 }
 
@@ -87,7 +93,9 @@ impl Default for Config {
             hop: None,
             trust_upstream: Trust::Auto,
             failure_statuses: statuses,
-            grpc_failure_codes: [2u32, 4, 8, 12, 13, 14, 15].iter().fold(0, |m, c| m | 1 << c),
+            grpc_failure_codes: [2u32, 4, 8, 12, 13, 14, 15]
+                .iter()
+                .fold(0, |m, c| m | 1 << c),
             include_detail: true,
             proxy_status: false,
             large_payload_bytes: 1_048_576,
@@ -111,12 +119,19 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid meshtriage configuration: field `{}`: {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid meshtriage configuration: field `{}`: {}",
+            self.field, self.reason
+        )
     }
 }
 
 fn err(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.to_string(), reason: reason.into() }
+    ConfigError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// The JSON document as written (contract §5); every key optional.
@@ -168,8 +183,11 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let reason = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         err(&field, reason)
     })?;
-    if !de.end().is_ok() {
-        return Err(err("(document)", "trailing characters after the JSON object"));
+    if de.end().is_err() {
+        return Err(err(
+            "(document)",
+            "trailing characters after the JSON object",
+        ));
     }
     Config::try_from(raw)
 }
@@ -183,11 +201,19 @@ impl TryFrom<RawConfig> for Config {
             c.header = match h.as_str() {
                 "" => None,
                 name if valid_header_name(name) => Some(name.to_string()),
-                _ => return Err(err("header", "must be a lowercase HTTP header name (token characters, at most 64) or \"\"")),
+                _ => return Err(err(
+                    "header",
+                    "must be a lowercase HTTP header name (token characters, at most 64) or \"\"",
+                )),
             };
         }
         if let Some(hop) = raw.hop {
-            if hop.is_empty() || hop.len() > 253 || !hop.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+            if hop.is_empty()
+                || hop.len() > 253
+                || !hop
+                    .bytes()
+                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            {
                 return Err(err("hop", "must be 1 to 253 printable ASCII characters without spaces, quotes or backslashes"));
             }
             c.hop = Some(hop);
@@ -197,7 +223,12 @@ impl TryFrom<RawConfig> for Config {
                 RawTrust::Bool(true) => Trust::Always,
                 RawTrust::Bool(false) => Trust::Never,
                 RawTrust::Text(s) if s == "auto" => Trust::Auto,
-                RawTrust::Text(s) => return Err(err("trust_upstream", format!("must be \"auto\", true or false, not {s:?}"))),
+                RawTrust::Text(s) => {
+                    return Err(err(
+                        "trust_upstream",
+                        format!("must be \"auto\", true or false, not {s:?}"),
+                    ))
+                }
             };
         }
         if let Some(list) = raw.failure_statuses {
@@ -209,7 +240,14 @@ impl TryFrom<RawConfig> for Config {
                         let base = if k == "4xx" { 400 } else { 500 };
                         (base..base + 100).for_each(|code| set.insert(code));
                     }
-                    other => return Err(err(&format!("failure_statuses[{i}]"), format!("must be a status code 100-599, \"4xx\" or \"5xx\", not {other:?}"))),
+                    other => {
+                        return Err(err(
+                            &format!("failure_statuses[{i}]"),
+                            format!(
+                                "must be a status code 100-599, \"4xx\" or \"5xx\", not {other:?}"
+                            ),
+                        ))
+                    }
                 }
             }
             c.failure_statuses = set;
@@ -218,7 +256,10 @@ impl TryFrom<RawConfig> for Config {
             let mut mask = 0u32;
             for (i, code) in codes.iter().enumerate() {
                 if *code > 16 {
-                    return Err(err(&format!("grpc_failure_codes[{i}]"), format!("must be a gRPC code 0-16, not {code}")));
+                    return Err(err(
+                        &format!("grpc_failure_codes[{i}]"),
+                        format!("must be a gRPC code 0-16, not {code}"),
+                    ));
                 }
                 mask |= 1 << code;
             }
@@ -232,7 +273,10 @@ impl TryFrom<RawConfig> for Config {
         }
         if let Some(rb) = raw.retry_budget {
             if !(rb.ratio.is_finite() && rb.ratio > 0.0 && rb.ratio <= 100.0) {
-                return Err(err("retry_budget.ratio", "must be a number above 0 and at most 100"));
+                return Err(err(
+                    "retry_budget.ratio",
+                    "must be a number above 0 and at most 100",
+                ));
             }
             if !(1..=3600).contains(&rb.window_seconds) {
                 return Err(err("retry_budget.window_seconds", "must be 1 to 3600"));
@@ -249,7 +293,9 @@ impl TryFrom<RawConfig> for Config {
 fn valid_header_name(name: &str) -> bool {
     name.len() <= 64
         && !name.starts_with(':')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
 }
 
 /// Every configuration key with its default and meaning (docs/config.md comes from this).
@@ -294,11 +340,20 @@ mod tests {
         assert_eq!(c.header.as_deref(), Some("x-verdict"));
         assert!(!c.expose_header && !c.include_detail && c.proxy_status);
         assert_eq!(c.trust_upstream, Trust::Always);
-        assert!(c.failure_statuses.contains(429) && c.failure_statuses.contains(502) && !c.failure_statuses.contains(404));
+        assert!(
+            c.failure_statuses.contains(429)
+                && c.failure_statuses.contains(502)
+                && !c.failure_statuses.contains(404)
+        );
         assert!(c.grpc_failing(14) && !c.grpc_failing(2));
         assert_eq!(c.retry_budget.window_seconds, 5);
         assert_eq!(parse(br#"{"header":""}"#).unwrap().header, None);
-        assert_eq!(parse(br#"{"trust_upstream":false}"#).unwrap().trust_upstream, Trust::Never);
+        assert_eq!(
+            parse(br#"{"trust_upstream":false}"#)
+                .unwrap()
+                .trust_upstream,
+            Trust::Never
+        );
     }
 
     #[test]
@@ -307,13 +362,31 @@ mod tests {
         assert_eq!(field(r#"{"expose_header":"no"}"#), "expose_header");
         assert_eq!(field(r#"{"header":"X Bad"}"#), "header");
         assert_eq!(field(r#"{"trust_upstream":"sometimes"}"#), "trust_upstream");
-        assert_eq!(field(r#"{"failure_statuses":[200,"3xx"]}"#), "failure_statuses[1]");
+        assert_eq!(
+            field(r#"{"failure_statuses":[200,"3xx"]}"#),
+            "failure_statuses[1]"
+        );
         assert_eq!(field(r#"{"failure_statuses":[99]}"#), "failure_statuses[0]");
-        assert_eq!(field(r#"{"grpc_failure_codes":[17]}"#), "grpc_failure_codes[0]");
-        assert_eq!(field(r#"{"grpc_failure_codes":"all"}"#), "grpc_failure_codes");
-        assert_eq!(field(r#"{"retry_budget":{"ratio":0}}"#), "retry_budget.ratio");
-        assert_eq!(field(r#"{"retry_budget":{"burst":1}}"#), "retry_budget.burst");
-        assert_eq!(field(r#"{"large_payload_bytes":-1}"#), "large_payload_bytes");
+        assert_eq!(
+            field(r#"{"grpc_failure_codes":[17]}"#),
+            "grpc_failure_codes[0]"
+        );
+        assert_eq!(
+            field(r#"{"grpc_failure_codes":"all"}"#),
+            "grpc_failure_codes"
+        );
+        assert_eq!(
+            field(r#"{"retry_budget":{"ratio":0}}"#),
+            "retry_budget.ratio"
+        );
+        assert_eq!(
+            field(r#"{"retry_budget":{"burst":1}}"#),
+            "retry_budget.burst"
+        );
+        assert_eq!(
+            field(r#"{"large_payload_bytes":-1}"#),
+            "large_payload_bytes"
+        );
         assert_eq!(field(r#"{"hop":"a b"}"#), "hop");
         assert_eq!(field("not json"), "(document)");
         assert_eq!(field("[]"), "(document)");
@@ -325,7 +398,10 @@ mod tests {
     fn error_text_is_one_line_naming_the_field() {
         let e = parse(br#"{"include_detail": 3}"#).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("`include_detail`") && text.contains("expected a boolean"), "{text}");
+        assert!(
+            text.contains("`include_detail`") && text.contains("expected a boolean"),
+            "{text}"
+        );
         assert!(!text.contains('\n'));
     }
 }

@@ -13,7 +13,12 @@ fn signals_for(class: crate::taxonomy::Class) -> String {
         .iter()
         .filter(|r| r.class == class)
         .map(|r| {
-            let mut s = r.when.iter().map(|c| Cond::describe(*c)).collect::<Vec<_>>().join(" + ");
+            let mut s = r
+                .when
+                .iter()
+                .map(|c| Cond::describe(*c))
+                .collect::<Vec<_>>()
+                .join(" + ");
             if let Some(l) = r.layer {
                 let _ = write!(s, " → {}", l.as_str());
             }
@@ -32,7 +37,11 @@ pub fn taxonomy_markdown() -> String {
     out.push_str("| class | layer | origin | side | signals (rules, first match wins in table order) | Proxy-Status | meaning | next step |\n");
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     for c in CLASSES {
-        let signals = if c.token == "unclassified" { "anything else that is failing".to_string() } else { signals_for(c.class) };
+        let signals = if c.token == "unclassified" {
+            "anything else that is failing".to_string()
+        } else {
+            signals_for(c.class)
+        };
         let _ = writeln!(
             out,
             "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
@@ -41,7 +50,11 @@ pub fn taxonomy_markdown() -> String {
             c.origin.as_str(),
             c.side.as_str(),
             signals,
-            if c.proxy_status.is_empty() { "—" } else { c.proxy_status },
+            if c.proxy_status.is_empty() {
+                "—"
+            } else {
+                c.proxy_status
+            },
             c.meaning,
             c.next_step
         );
@@ -57,7 +70,12 @@ pub fn taxonomy_markdown() -> String {
 pub fn rules_markdown() -> String {
     let mut out = String::from("| # | when | class |\n|---|---|---|\n");
     for (i, r) in RULES.iter().enumerate() {
-        let when = r.when.iter().map(|c| c.describe()).collect::<Vec<_>>().join(" + ");
+        let when = r
+            .when
+            .iter()
+            .map(|c| c.describe())
+            .collect::<Vec<_>>()
+            .join(" + ");
         let _ = writeln!(out, "| {} | {} | `{}` |", i + 1, when, r.class.as_str());
     }
     out
@@ -75,7 +93,10 @@ pub fn metrics_markdown() -> String {
     let mut out = String::from("| metric | labels |\n|---|---|\n");
     for (m, labels) in [
         (metrics::REQUESTS, "`dir`"),
-        (metrics::FAILURES, "`dir`, `layer`, `class`, `origin`, `side`"),
+        (
+            metrics::FAILURES,
+            "`dir`, `layer`, `class`, `origin`, `side`",
+        ),
         (metrics::HOP_BY_HOP, "`dir`, `header`"),
         (metrics::TCP_CONNECTIONS, "`dir`"),
         (metrics::TCP_FAILURES, "`dir`, `layer`, `class`"),
@@ -85,7 +106,11 @@ pub fn metrics_markdown() -> String {
     ] {
         let _ = writeln!(out, "| `{m}` | {labels} |");
     }
-    let headers = HOP_HEADERS.iter().map(|h| format!("`{}`", h.1)).collect::<Vec<_>>().join(", ");
+    let headers = HOP_HEADERS
+        .iter()
+        .map(|h| format!("`{}`", h.1))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(out, "\n`header` takes the values {headers}.\n");
     out.push_str("Envoy `stats_config.stats_tags` (Istio: `extraStatTags` with the same names):\n\n```yaml\nstats_tags:\n");
     for (name, regex) in metrics::stats_tags() {
@@ -101,4 +126,35 @@ pub fn flags_markdown() -> String {
         let _ = writeln!(out, "| {i} | `{short}` | {long} |");
     }
     out
+}
+
+/// docs/taxonomy.md, whole.
+pub fn taxonomy_page() -> String {
+    format!(
+        "# meshtriage taxonomy\n\n<!-- Generated from filter/core/src/taxonomy.rs by build.rs; \
+         `make docs` rewrites it, `make test` checks it. Do not edit by hand. -->\n\n\
+         Every failing request gets exactly one class. The rules below are evaluated in order; \
+         the first whose conditions all hold decides. Signals: Envoy response flags (short names), \
+         `response.code_details` (\"details\"), `upstream.transport_failure_reason`, the response \
+         headers and, at the end of the stream, what happened after the headers.\n\n\
+         ## Classes\n\n{}\n## Rules in evaluation order\n\n{}\n## Envoy 1.40 response flags\n\n{}",
+        taxonomy_markdown(),
+        rules_markdown(),
+        flags_markdown()
+    )
+}
+
+/// docs/reference.md: configuration and metrics.
+pub fn reference_page() -> String {
+    format!(
+        "# meshtriage configuration and metrics\n\n<!-- Generated from filter/core/src/config.rs and \
+         metrics.rs by build.rs; `make docs` rewrites it, `make test` checks it. -->\n\n\
+         ## Configuration (JSON, every key optional)\n\n{}\n\
+         Unknown keys and wrong types are configuration errors: one error log line naming the key, \
+         `meshtriage_config_errors_total` + 1, and the plugin keeps running on the last good \
+         configuration (or the defaults). It never refuses a configuration.\n\n\
+         ## Metrics\n\n{}",
+        config_markdown(),
+        metrics_markdown()
+    )
 }

@@ -103,7 +103,8 @@ impl ResponseFlags {
 
     /// Decodes the property value: 8 bytes little-endian (CEL Int64). Anything else is no flags.
     pub fn from_property(bytes: &[u8]) -> Self {
-        <[u8; 8]>::try_from(bytes).map_or(ResponseFlags(0), |b| ResponseFlags(u64::from_le_bytes(b)))
+        <[u8; 8]>::try_from(bytes)
+            .map_or(ResponseFlags(0), |b| ResponseFlags(u64::from_le_bytes(b)))
     }
 
     /// Any flag that marks a failure (everything but DI and RFCF).

@@ -55,7 +55,10 @@ impl HopByHop {
     }
 
     pub fn iter(self) -> impl Iterator<Item = HopHeader> {
-        HOP_HEADERS.iter().map(|h| h.0).filter(move |h| self.contains(*h))
+        HOP_HEADERS
+            .iter()
+            .map(|h| h.0)
+            .filter(move |h| self.contains(*h))
     }
 
     /// Worth a `hop_by_hop_headers` hint: anything beyond what an HTTP/1.1 app legitimately
@@ -73,7 +76,9 @@ impl HopByHop {
                 let mut plain = true;
                 for token in value.split(|b| *b == b',') {
                     let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close") {
+                    if token.eq_ignore_ascii_case(b"keep-alive")
+                        || token.eq_ignore_ascii_case(b"close")
+                    {
                         continue;
                     }
                     plain = false;

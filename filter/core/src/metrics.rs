@@ -20,7 +20,9 @@ pub const TAGS: [&str; 6] = ["dir", "layer", "class", "origin", "side", "header"
 
 /// The `stats_config.stats_tags` entries (tag name, regex) an Envoy bootstrap needs.
 pub fn stats_tags() -> Vec<(&'static str, String)> {
-    TAGS.iter().map(|t| (*t, format!(r"({t}=\.=(.*?);\.;)"))).collect()
+    TAGS.iter()
+        .map(|t| (*t, format!(r"({t}=\.=(.*?);\.;)")))
+        .collect()
 }
 
 fn tagged(name: &str, tags: &[(&str, &str)]) -> String {
@@ -43,12 +45,21 @@ pub fn requests(dir: Direction) -> String {
 pub fn failures(dir: Direction, layer: Layer, class: Class, origin: Origin, side: Side) -> String {
     tagged(
         FAILURES,
-        &[("dir", dir.as_str()), ("layer", layer.as_str()), ("class", class.as_str()), ("origin", origin.as_str()), ("side", side.as_str())],
+        &[
+            ("dir", dir.as_str()),
+            ("layer", layer.as_str()),
+            ("class", class.as_str()),
+            ("origin", origin.as_str()),
+            ("side", side.as_str()),
+        ],
     )
 }
 
 pub fn hop_by_hop(dir: Direction, header: HopHeader) -> String {
-    tagged(HOP_BY_HOP, &[("dir", dir.as_str()), ("header", header.label())])
+    tagged(
+        HOP_BY_HOP,
+        &[("dir", dir.as_str()), ("header", header.label())],
+    )
 }
 
 pub fn tcp_connections(dir: Direction) -> String {
@@ -56,7 +67,14 @@ pub fn tcp_connections(dir: Direction) -> String {
 }
 
 pub fn tcp_failures(dir: Direction, layer: Layer, class: Class) -> String {
-    tagged(TCP_FAILURES, &[("dir", dir.as_str()), ("layer", layer.as_str()), ("class", class.as_str())])
+    tagged(
+        TCP_FAILURES,
+        &[
+            ("dir", dir.as_str()),
+            ("layer", layer.as_str()),
+            ("class", class.as_str()),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -84,15 +102,35 @@ mod tests {
 
     #[test]
     fn every_name_extracts_to_its_labels() {
-        let n = failures(Direction::Inbound, Layer::L4, Class::ConnectionTerminated, Origin::Proxy, Side::Upstream);
+        let n = failures(
+            Direction::Inbound,
+            Layer::L4,
+            Class::ConnectionTerminated,
+            Origin::Proxy,
+            Side::Upstream,
+        );
         let (base, tags) = extract(&n);
         assert_eq!(base, FAILURES);
         assert_eq!(tags.len(), 5);
         assert!(tags.contains(&("class".into(), "connection_terminated".into())));
-        assert_eq!(extract(&hop_by_hop(Direction::Outbound, HopHeader::ProxyConnection)).1[1].1, "proxy-connection");
+        assert_eq!(
+            extract(&hop_by_hop(Direction::Outbound, HopHeader::ProxyConnection)).1[1].1,
+            "proxy-connection"
+        );
         assert_eq!(extract(&requests(Direction::Unknown)).0, REQUESTS);
-        assert_eq!(extract(&tcp_failures(Direction::Inbound, Layer::L4, Class::ConnectRefused)).0, TCP_FAILURES);
-        assert_eq!(extract(&tcp_connections(Direction::Inbound)).0, TCP_CONNECTIONS);
+        assert_eq!(
+            extract(&tcp_failures(
+                Direction::Inbound,
+                Layer::L4,
+                Class::ConnectRefused
+            ))
+            .0,
+            TCP_FAILURES
+        );
+        assert_eq!(
+            extract(&tcp_connections(Direction::Inbound)).0,
+            TCP_CONNECTIONS
+        );
     }
 
     #[test]

@@ -24,18 +24,21 @@ pub struct ResponseScan {
     pub small_text_body: bool,
 }
 
-/// Parses a gRPC status value; `Err` for anything but 0..=99.
-pub fn parse_grpc_status(value: &[u8]) -> Result<u32, ()> {
-    let text = std::str::from_utf8(value).map_err(|_| ())?.trim();
+/// Parses a gRPC status value; `None` for anything but 0..=99.
+pub fn parse_grpc_status(value: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(value).ok()?.trim();
     if text.is_empty() || text.len() > 2 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
+        return None;
     }
-    text.parse().map_err(|_| ())
+    text.parse().ok()
 }
 
 impl ResponseScan {
     /// Scans header pairs (names lowercase, as Envoy hands them over).
-    pub fn scan<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone, verdict_header: Option<&str>) -> Self {
+    pub fn scan<'a>(
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        verdict_header: Option<&str>,
+    ) -> Self {
         let mut scan = ResponseScan::default();
         // `:status` first: hop-by-hop `upgrade` depends on it.
         if let Some((_, v)) = headers.clone().find(|(n, _)| *n == ":status") {
@@ -45,26 +48,36 @@ impl ResponseScan {
         for (name, value) in headers {
             match name {
                 "grpc-status" => match parse_grpc_status(value) {
-                    Ok(code) => scan.grpc_status = Some(code),
-                    Err(()) => scan.grpc_status_malformed = true,
+                    Some(code) => scan.grpc_status = Some(code),
+                    None => scan.grpc_status_malformed = true,
                 },
                 "transfer-encoding" => {
-                    scan.chunked = value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    scan.chunked = value
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 }
-                "content-length" => scan.content_length = std::str::from_utf8(value).ok().and_then(|s| s.trim().parse().ok()),
+                "content-length" => {
+                    scan.content_length = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                }
                 "content-type" => text_type = value.starts_with(b"text/plain"),
                 "proxy-status" => scan.proxy_status = Some(value.to_vec()),
                 _ if verdict_header == Some(name) => scan.verdict_lines.push(value.to_vec()),
                 _ => scan.hop_by_hop.observe(name, value, scan.status),
             }
         }
-        scan.small_text_body = text_type && scan.content_length.is_some_and(|l| l > 0 && l <= MAX_LOCAL_REPLY_BODY as u64);
+        scan.small_text_body = text_type
+            && scan
+                .content_length
+                .is_some_and(|l| l > 0 && l <= MAX_LOCAL_REPLY_BODY as u64);
         scan
     }
 
     /// Could this response be failing at header time? Cheap: no property needed.
     pub fn may_fail(&self, cfg: &Config) -> bool {
-        self.status.is_none_or(|s| s >= 400 || cfg.failure_statuses.contains(s))
+        self.status
+            .is_none_or(|s| s >= 400 || cfg.failure_statuses.contains(s))
             || self.grpc_status.is_some_and(|g| cfg.grpc_failing(g))
     }
 }
@@ -86,7 +99,10 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn scan(pairs: &[(&str, &str)]) -> ResponseScan {
-        ResponseScan::scan(pairs.iter().map(|(n, v)| (*n, v.as_bytes())), Some("x-meshtriage"))
+        ResponseScan::scan(
+            pairs.iter().map(|(n, v)| (*n, v.as_bytes())),
+            Some("x-meshtriage"),
+        )
     }
 
     #[test]
@@ -109,7 +125,11 @@ mod tests {
 
     #[test]
     fn success_is_cheap_to_rule_out() {
-        let s = scan(&[(":status", "200"), ("transfer-encoding", "chunked"), ("content-type", "application/json")]);
+        let s = scan(&[
+            (":status", "200"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+        ]);
         assert!(s.chunked && !s.small_text_body);
         assert!(!s.may_fail(&Config::default()));
         let grpc = scan(&[(":status", "200"), ("grpc-status", "14")]);
@@ -122,7 +142,7 @@ mod tests {
             let s = scan(&[(":status", "200"), ("grpc-status", bad)]);
             assert!(s.grpc_status.is_none() && s.grpc_status_malformed, "{bad}");
         }
-        assert_eq!(parse_grpc_status(b" 7 "), Ok(7));
+        assert_eq!(parse_grpc_status(b" 7 "), Some(7));
     }
 
     #[test]

@@ -90,7 +90,11 @@ impl Parser<'_> {
             };
             let params = self.parameters()?;
             let text = String::from_utf8_lossy(self.input.get(start..self.pos).ok_or(Malformed)?);
-            members.push(Member { item, params, text: text.into_owned() });
+            members.push(Member {
+                item,
+                params,
+                text: text.into_owned(),
+            });
             self.skip_ows();
             match self.bump() {
                 None => return Ok(members),
@@ -150,7 +154,8 @@ impl Parser<'_> {
             Some(c) if c.is_ascii_lowercase() || c == b'*' => self.pos += 1,
             _ => return Err(Malformed),
         }
-        while matches!(self.peek(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(&c)) {
+        while matches!(self.peek(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(&c))
+        {
             self.pos += 1;
         }
         self.slice_str(start)
@@ -193,8 +198,14 @@ impl Parser<'_> {
         let len = self.pos - digits_start;
         let text = self.slice_str(start)?;
         match dot {
-            None if (1..=15).contains(&len) => text.parse().map(BareItem::Integer).map_err(|_| Malformed),
-            Some(d) if d > digits_start && d - digits_start <= 12 && (1..=3).contains(&(self.pos - d - 1)) => {
+            None if (1..=15).contains(&len) => {
+                text.parse().map(BareItem::Integer).map_err(|_| Malformed)
+            }
+            Some(d)
+                if d > digits_start
+                    && d - digits_start <= 12
+                    && (1..=3).contains(&(self.pos - d - 1)) =>
+            {
                 text.parse().map(BareItem::Decimal).map_err(|_| Malformed)
             }
             _ => Err(Malformed),
@@ -291,7 +302,9 @@ mod tests {
 
     #[test]
     fn parses_members_with_parameters() {
-        let list = parse_list(br#"l4;class=connect_refused;hop="a.b";attempts=3, l7;class=app_error"#).unwrap();
+        let list =
+            parse_list(br#"l4;class=connect_refused;hop="a.b";attempts=3, l7;class=app_error"#)
+                .unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].item, Some(BareItem::Token("l4".into())));
         assert_eq!(list[0].param("hop"), Some(&BareItem::String("a.b".into())));
@@ -301,8 +314,24 @@ mod tests {
 
     #[test]
     fn rejects_what_rfc8941_rejects() {
-        for bad in [&b"l4,"[..], b"l4;class=", b"\"open", b"l4;Class=x", b"1234567890123456", b"l4 l7", b"(a b", b"?2", b":abc", b"l4;x=\"\xff\""] {
-            assert_eq!(parse_list(bad), Err(Malformed), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"l4,"[..],
+            b"l4;class=",
+            b"\"open",
+            b"l4;Class=x",
+            b"1234567890123456",
+            b"l4 l7",
+            b"(a b",
+            b"?2",
+            b":abc",
+            b"l4;x=\"\xff\"",
+        ] {
+            assert_eq!(
+                parse_list(bad),
+                Err(Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

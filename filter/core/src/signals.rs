@@ -71,6 +71,8 @@ impl Signals {
 
     /// This proxy produced the response itself (route, RBAC, rate limit, router reply...).
     pub fn local_reply(&self) -> bool {
-        self.details.as_deref().is_some_and(|d| !NOT_A_LOCAL_REPLY.contains(&d))
+        self.details
+            .as_deref()
+            .is_some_and(|d| !NOT_A_LOCAL_REPLY.contains(&d))
     }
 }

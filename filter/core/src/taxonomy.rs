@@ -42,7 +42,12 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub const ALL: [Origin; 4] = [Origin::Proxy, Origin::UpstreamProxy, Origin::App, Origin::Client];
+    pub const ALL: [Origin; 4] = [
+        Origin::Proxy,
+        Origin::UpstreamProxy,
+        Origin::App,
+        Origin::Client,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -393,7 +398,12 @@ pub struct Rule {
 }
 
 const fn rule(class: Class, when: &'static [Cond]) -> Rule {
-    Rule { class, when, layer: None, hint: None }
+    Rule {
+        class,
+        when,
+        layer: None,
+        hint: None,
+    }
 }
 
 use Cond::*;
@@ -406,18 +416,39 @@ pub const RULES: &[Rule] = &[
     rule(Class::FilterFailure, &[Flag(Flag::NFCF)]),
     rule(Class::DownstreamDisconnect, &[Flag(Flag::DC)]),
     rule(Class::DownstreamDisconnect, &[Flag(Flag::DR)]),
-    rule(Class::DownstreamDisconnect, &[DetailsPrefix("downstream_remote_disconnect")]),
+    rule(
+        Class::DownstreamDisconnect,
+        &[DetailsPrefix("downstream_remote_disconnect")],
+    ),
     rule(Class::DownstreamProtocolError, &[Flag(Flag::DPE)]),
     rule(Class::DownstreamProtocolError, &[Flag(Flag::IH)]),
     rule(Class::DownstreamProtocolError, &[DetailsPrefix("http1.")]),
     rule(Class::DownstreamProtocolError, &[DetailsPrefix("http2.")]),
     rule(Class::DownstreamProtocolError, &[Details("low_version")]),
-    rule(Class::TlsCertificateError, &[Flag(Flag::UF), TfrContains("CERTIFICATE_VERIFY_FAILED")]),
-    rule(Class::TlsHandshakeRejected, &[Flag(Flag::UF), TfrContains("_ALERT_")]),
-    rule(Class::TlsProtocolError, &[Flag(Flag::UF), TfrContains("TLS_error")]),
-    rule(Class::ConnectTimeout, &[Flag(Flag::UF), DetailsContains("{connection_timeout")]),
+    rule(
+        Class::TlsCertificateError,
+        &[Flag(Flag::UF), TfrContains("CERTIFICATE_VERIFY_FAILED")],
+    ),
+    rule(
+        Class::TlsHandshakeRejected,
+        &[Flag(Flag::UF), TfrContains("_ALERT_")],
+    ),
+    rule(
+        Class::TlsProtocolError,
+        &[Flag(Flag::UF), TfrContains("TLS_error")],
+    ),
+    rule(
+        Class::ConnectTimeout,
+        &[Flag(Flag::UF), DetailsContains("{connection_timeout")],
+    ),
     // TCP connected (no `delayed connect error`), then the peer closed during the TLS handshake.
-    rule(Class::TlsProtocolError, &[Flag(Flag::UF), DetailsContains("{remote_connection_failure}")]),
+    rule(
+        Class::TlsProtocolError,
+        &[
+            Flag(Flag::UF),
+            DetailsContains("{remote_connection_failure}"),
+        ],
+    ),
     rule(Class::ConnectRefused, &[Flag(Flag::UF)]),
     rule(Class::DnsResolutionFailed, &[Flag(Flag::DF)]),
     rule(Class::NoHealthyUpstream, &[Flag(Flag::UH)]),
@@ -431,7 +462,10 @@ pub const RULES: &[Rule] = &[
         hint: Some(Hint::BrokenChunkedFraming),
     },
     rule(Class::ResponseTruncated, &[DetailsPrefix(URARS)]),
-    rule(Class::ResponseTruncated, &[Flag(Flag::UPE), ResponseStarted]),
+    rule(
+        Class::ResponseTruncated,
+        &[Flag(Flag::UPE), ResponseStarted],
+    ),
     rule(Class::ResponseTruncated, &[Flag(Flag::UR), ResponseStarted]),
     rule(Class::UpstreamProtocolError, &[Flag(Flag::UPE)]),
     rule(Class::ConnectionTerminated, &[Flag(Flag::UC)]),
@@ -441,11 +475,20 @@ pub const RULES: &[Rule] = &[
     rule(Class::IdleTimeout, &[Flag(Flag::SI)]),
     rule(Class::MaxDurationReached, &[Flag(Flag::UMSDR)]),
     rule(Class::MaxDurationReached, &[Flag(Flag::DT)]),
-    rule(Class::UpstreamTimeout, &[Details("request_overall_timeout")]),
-    rule(Class::MaxDurationReached, &[Details("max_duration_timeout")]),
+    rule(
+        Class::UpstreamTimeout,
+        &[Details("request_overall_timeout")],
+    ),
+    rule(
+        Class::MaxDurationReached,
+        &[Details("max_duration_timeout")],
+    ),
     rule(Class::ClusterNotFound, &[Flag(Flag::NC)]),
     rule(Class::RouteNotFound, &[Flag(Flag::NR)]),
-    rule(Class::RouteNotFound, &[Details("route_configuration_not_found")]),
+    rule(
+        Class::RouteNotFound,
+        &[Details("route_configuration_not_found")],
+    ),
     rule(Class::AuthzDenied, &[Flag(Flag::UAEX)]),
     rule(Class::AuthzDenied, &[DetailsPrefix("rbac_access_denied")]),
     rule(Class::AuthzDenied, &[DetailsPrefix("ext_authz")]),
@@ -509,7 +552,11 @@ mod tests {
 
     #[test]
     fn tokens_are_valid_rfc8941_tokens_and_label_values() {
-        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+        };
         for c in CLASSES {
             assert!(ok(c.token), "{}", c.token);
         }
@@ -521,7 +568,11 @@ mod tests {
     #[test]
     fn every_class_but_the_fallback_has_a_rule() {
         for c in Class::all().filter(|c| *c != Class::Unclassified) {
-            assert!(RULES.iter().any(|r| r.class == c), "{} has no rule", c.as_str());
+            assert!(
+                RULES.iter().any(|r| r.class == c),
+                "{} has no rule",
+                c.as_str()
+            );
         }
     }
 }

@@ -22,7 +22,11 @@ pub enum UpstreamEvidence {
     Verdicts { layer: Layer, class: Class },
     /// An RFC 9209 `Proxy-Status` entry from an upstream proxy (Envoy's `details` carries its
     /// response code details and short flags).
-    ProxyStatus { error: String, details: Option<String>, flags: ResponseFlags },
+    ProxyStatus {
+        error: String,
+        details: Option<String>,
+        flags: ResponseFlags,
+    },
     /// A body that is one of Envoy's local replies.
     LocalReplyBody { class: Class, retried: bool },
 }
@@ -48,7 +52,12 @@ pub fn bound_entries(lines: &[&[u8]]) -> Result<Option<Entries>, sfv::Malformed>
     let total = members.len();
     let mut start = total.saturating_sub(MAX_ENTRIES);
     let size = |from: usize| -> usize {
-        members.iter().skip(from).map(|m| m.text.len() + 2).sum::<usize>().saturating_sub(2)
+        members
+            .iter()
+            .skip(from)
+            .map(|m| m.text.len() + 2)
+            .sum::<usize>()
+            .saturating_sub(2)
     };
     while start < total && size(start) > MAX_HEADER_BYTES {
         start += 1;
@@ -57,29 +66,55 @@ pub fn bound_entries(lines: &[&[u8]]) -> Result<Option<Entries>, sfv::Malformed>
     let Some(root) = kept.first() else {
         return Ok(None);
     };
-    let layer = root.item.as_ref().and_then(BareItem::as_token).and_then(Layer::parse);
-    let class = root.param("class").and_then(BareItem::as_token).and_then(Class::parse);
+    let layer = root
+        .item
+        .as_ref()
+        .and_then(BareItem::as_token)
+        .and_then(Layer::parse);
+    let class = root
+        .param("class")
+        .and_then(BareItem::as_token)
+        .and_then(Class::parse);
     let (layer, class) = match (layer, class) {
         (Some(l), Some(c)) => (l, c),
         _ => (Layer::Unknown, Class::Unclassified),
     };
-    let header = kept.iter().map(|m| m.text.as_str()).collect::<Vec<_>>().join(", ");
-    Ok(Some(Entries { header, layer, class, cut: start > 0 }))
+    let header = kept
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(Some(Entries {
+        header,
+        layer,
+        class,
+        cut: start > 0,
+    }))
 }
 
 /// Reads the entry an upstream proxy added to `proxy-status` (the last member with `error`).
 pub fn parse_proxy_status(value: &[u8]) -> Option<UpstreamEvidence> {
     let members = sfv::parse_list(value).ok()?;
     let member = members.iter().rev().find(|m| m.param("error").is_some())?;
-    let error = member.param("error").and_then(BareItem::as_token)?.to_string();
-    let raw = member.param("details").and_then(BareItem::as_string).unwrap_or("");
+    let error = member
+        .param("error")
+        .and_then(BareItem::as_token)?
+        .to_string();
+    let raw = member
+        .param("details")
+        .and_then(BareItem::as_string)
+        .unwrap_or("");
     // Envoy writes `details="<code details>; <short flags>"`.
     let (details, flags) = match raw.rsplit_once("; ") {
         Some((d, f)) => (d, ResponseFlags::parse_short_names(f)),
         None => (raw, ResponseFlags::default()),
     };
     let details = (!details.is_empty()).then(|| details.to_string());
-    Some(UpstreamEvidence::ProxyStatus { error, details, flags })
+    Some(UpstreamEvidence::ProxyStatus {
+        error,
+        details,
+        flags,
+    })
 }
 
 /// RFC 9209 error types Envoy emits, for a `proxy-status` without usable details.
@@ -100,7 +135,10 @@ const PROXY_STATUS_CLASSES: [(&str, Class); 13] = [
 ];
 
 pub fn class_for_proxy_status(error: &str) -> Class {
-    PROXY_STATUS_CLASSES.iter().find(|(e, _)| *e == error).map_or(Class::Unclassified, |(_, c)| *c)
+    PROXY_STATUS_CLASSES
+        .iter()
+        .find(|(e, _)| *e == error)
+        .map_or(Class::Unclassified, |(_, c)| *c)
 }
 
 const RESET_PREFIX: &str = "upstream connect error or disconnect/reset before headers. ";
@@ -121,7 +159,10 @@ const REPLY_BODIES: [(&str, Class); 11] = [
     ("no healthy upstream", Class::NoHealthyUpstream),
     ("upstream request timeout", Class::UpstreamTimeout),
     ("stream timeout", Class::IdleTimeout),
-    ("upstream max stream duration reached", Class::MaxDurationReached),
+    (
+        "upstream max stream duration reached",
+        Class::MaxDurationReached,
+    ),
     ("RBAC: access denied", Class::AuthzDenied),
     ("Jwt is missing", Class::AuthnFailed),
     ("local_rate_limited", Class::RateLimited),
@@ -138,19 +179,26 @@ pub fn local_reply_class(body: &[u8]) -> Option<UpstreamEvidence> {
     }
     let text = std::str::from_utf8(body).ok()?.trim_end();
     if let Some(rest) = text.strip_prefix(RESET_PREFIX) {
-        let (retried, reason) = if let Some(r) = rest.strip_prefix("retried and the latest reset reason: ") {
-            (true, r)
-        } else {
-            (false, rest.strip_prefix("reset reason: ")?)
-        };
+        let (retried, reason) =
+            if let Some(r) = rest.strip_prefix("retried and the latest reset reason: ") {
+                (true, r)
+            } else {
+                (false, rest.strip_prefix("reset reason: ")?)
+            };
         let class = RESET_REASONS
             .iter()
             .find(|(r, _)| reason.starts_with(r))
             .map_or(Class::StreamReset, |(_, c)| *c);
         return Some(UpstreamEvidence::LocalReplyBody { class, retried });
     }
-    let class = REPLY_BODIES.iter().find(|(b, _)| *b == text).map(|(_, c)| *c)?;
-    Some(UpstreamEvidence::LocalReplyBody { class, retried: false })
+    let class = REPLY_BODIES
+        .iter()
+        .find(|(b, _)| *b == text)
+        .map(|(_, c)| *c)?;
+    Some(UpstreamEvidence::LocalReplyBody {
+        class,
+        retried: false,
+    })
 }
 
 #[cfg(test)]
@@ -161,7 +209,9 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_entries_within_bounds() {
-        let many: Vec<String> = (0..20).map(|i| format!("l4;class=connect_refused;hop=\"h{i}\"")).collect();
+        let many: Vec<String> = (0..20)
+            .map(|i| format!("l4;class=connect_refused;hop=\"h{i}\""))
+            .collect();
         let joined = many.join(", ");
         let e = bound_entries(&[joined.as_bytes()]).unwrap().unwrap();
         assert!(e.cut);
@@ -172,7 +222,10 @@ mod tests {
 
     #[test]
     fn a_huge_entry_is_dropped_for_size() {
-        let big = format!("l7;class=app_error;hop=\"{}\", l4;class=connection_terminated", "x".repeat(5000));
+        let big = format!(
+            "l7;class=app_error;hop=\"{}\", l4;class=connection_terminated",
+            "x".repeat(5000)
+        );
         let e = bound_entries(&[big.as_bytes()]).unwrap().unwrap();
         assert_eq!(e.header, "l4;class=connection_terminated");
         let huge = format!("l7;class=app_error;hop=\"{}\"", "x".repeat(5000));
@@ -184,7 +237,9 @@ mod tests {
         let e = bound_entries(&[b"whatever;x=1"]).unwrap().unwrap();
         assert_eq!(e.class, Class::Unclassified);
         assert!(bound_entries(&[b"l4;class="]).is_err());
-        let two = bound_entries(&[b"l4;class=connect_timeout", b"l7;class=app_error"]).unwrap().unwrap();
+        let two = bound_entries(&[b"l4;class=connect_timeout", b"l7;class=app_error"])
+            .unwrap()
+            .unwrap();
         assert_eq!(two.class, Class::ConnectTimeout);
     }
 
@@ -195,7 +250,9 @@ mod tests {
             parse_proxy_status(v),
             Some(UpstreamEvidence::ProxyStatus {
                 error: "connection_terminated".into(),
-                details: Some("upstream_reset_before_response_started{connection_termination}".into()),
+                details: Some(
+                    "upstream_reset_before_response_started{connection_termination}".into()
+                ),
                 flags: ResponseFlags::parse_short_names("UC"),
             })
         );
@@ -205,10 +262,28 @@ mod tests {
     #[test]
     fn recognises_local_reply_bodies() {
         let body = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
-        assert_eq!(local_reply_class(body), Some(UpstreamEvidence::LocalReplyBody { class: Class::ConnectionTerminated, retried: false }));
+        assert_eq!(
+            local_reply_class(body),
+            Some(UpstreamEvidence::LocalReplyBody {
+                class: Class::ConnectionTerminated,
+                retried: false
+            })
+        );
         let retried = b"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused";
-        assert_eq!(local_reply_class(retried), Some(UpstreamEvidence::LocalReplyBody { class: Class::ConnectRefused, retried: true }));
-        assert_eq!(local_reply_class(b"no healthy upstream"), Some(UpstreamEvidence::LocalReplyBody { class: Class::NoHealthyUpstream, retried: false }));
+        assert_eq!(
+            local_reply_class(retried),
+            Some(UpstreamEvidence::LocalReplyBody {
+                class: Class::ConnectRefused,
+                retried: true
+            })
+        );
+        assert_eq!(
+            local_reply_class(b"no healthy upstream"),
+            Some(UpstreamEvidence::LocalReplyBody {
+                class: Class::NoHealthyUpstream,
+                retried: false
+            })
+        );
         assert_eq!(local_reply_class(b"{\"error\":\"db down\"}"), None);
     }
 }

@@ -46,7 +46,13 @@ impl Verdict {
     pub fn encode(&self, include_detail: bool) -> String {
         let mut out = String::with_capacity(160);
         out.push_str(self.layer.as_str());
-        let _ = write!(out, ";class={};origin={};side={}", self.class.as_str(), self.origin.as_str(), self.side.as_str());
+        let _ = write!(
+            out,
+            ";class={};origin={};side={}",
+            self.class.as_str(),
+            self.origin.as_str(),
+            self.side.as_str()
+        );
         if self.dir != Direction::Unknown {
             let _ = write!(out, ";dir={}", self.dir.as_str());
         }
@@ -90,7 +96,15 @@ impl Verdict {
         if crate::sfv::is_token(&self.hop) {
             out.push_str(&self.hop);
         } else {
-            push_string(&mut out, if self.hop.is_empty() { "meshtriage" } else { &self.hop }, 253);
+            push_string(
+                &mut out,
+                if self.hop.is_empty() {
+                    "meshtriage"
+                } else {
+                    &self.hop
+                },
+                253,
+            );
         }
         let _ = write!(out, "; error={}", error);
         if let Some(d) = self.detail.as_deref().filter(|d| !d.is_empty()) {

@@ -20,8 +20,16 @@ fn u32_at(buf: &[u8], at: usize) -> Option<usize> {
 impl<'a> HeaderPairs<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         let count = u32_at(buf, 0).unwrap_or(0);
-        let data = count.checked_mul(8).and_then(|n| n.checked_add(4)).unwrap_or(usize::MAX);
-        HeaderPairs { buf, index: 0, count, data }
+        let data = count
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(4))
+            .unwrap_or(usize::MAX);
+        HeaderPairs {
+            buf,
+            index: 0,
+            count,
+            data,
+        }
     }
 }
 
@@ -75,7 +83,10 @@ mod tests {
     fn round_trips() {
         let buf = serialize(&[(":status", b"503"), ("x-bin", b"\xff\x00")]);
         let got: Vec<_> = HeaderPairs::new(&buf).collect();
-        assert_eq!(got, vec![(":status", &b"503"[..]), ("x-bin", &b"\xff\x00"[..])]);
+        assert_eq!(
+            got,
+            vec![(":status", &b"503"[..]), ("x-bin", &b"\xff\x00"[..])]
+        );
     }
 
     #[test]

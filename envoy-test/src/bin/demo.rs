@@ -1,0 +1,118 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+//! `make demo`: one Envoy 1.40 with meshtriage and upstreams that misbehave on purpose; each
+//! scenario's request is sent and the verdict printed with what to look at next.
+
+use meshtriage_core::Class;
+use meshtriage_envoy_test::bed::{Bed, BedOptions};
+use meshtriage_envoy_test::verdict::{self, View};
+
+const SCENARIOS: &[(&str, &str, bool)] = &[
+    // (what happens, path, inbound listener?)
+    ("app answers 200", "/app/ok", false),
+    ("nothing listens on the port", "/uf", false),
+    ("app closes without answering (inbound)", "/app/close", true),
+    ("app resets the connection", "/app/rst", false),
+    ("no endpoints in the cluster", "/uh", false),
+    ("TLS cluster, plaintext server", "/tls/plain", false),
+    ("TLS, certificate from an unknown CA", "/tls/badca", false),
+    ("mTLS: server wants a client cert", "/tls/nocert", false),
+    ("retries exhausted on refused port", "/retry-uf", false),
+    ("app too slow (route timeout 1 s)", "/app/slow/1500", false),
+    ("app sends Content-Length + chunked", "/app/cl-te", false),
+    ("HTTP/2 upstream resets the stream", "/h2rst/x", false),
+    ("app answers 503", "/app/status/503", false),
+    (
+        "gRPC UNAVAILABLE (trailers-only)",
+        "/app/grpc-only/14",
+        false,
+    ),
+    ("RBAC policy denies", "/deny", false),
+    ("fault injection abort", "/fault", false),
+    ("no route for the path", "/no/route/here", false),
+    (
+        "copied Transfer-Encoding, plain body",
+        "/app/copied-te",
+        false,
+    ),
+    ("app forges a verdict (inbound)", "/app/forged/503", true),
+];
+
+fn describe(v: &View) -> String {
+    let hints = v
+        .get("hints")
+        .map(|h| format!(" [{h}]"))
+        .unwrap_or_default();
+    format!(
+        "{} {} origin={} side={}{}",
+        v.layer,
+        v.class(),
+        v.get("origin").unwrap_or("-"),
+        v.get("side").unwrap_or("-"),
+        hints
+    )
+}
+
+fn main() {
+    println!("meshtriage demo: starting Envoy 1.40 with the plugin and misbehaving upstreams...");
+    let bed = Bed::start("demo", BedOptions::default());
+    println!(
+        "\n{:<40} {:>6}  {:<6} {:<70} next step",
+        "scenario", "status", "where", "verdict"
+    );
+    println!("{}", "-".repeat(170));
+    for (i, (what, path, inbound)) in SCENARIOS.iter().enumerate() {
+        let tagged = format!(
+            "{path}{}demo={i}",
+            if path.contains('?') { '&' } else { '?' }
+        );
+        let port = if *inbound { bed.inbound_port } else { bed.port };
+        let r = bed.get_on(port, &tagged);
+        let header = r
+            .header("x-meshtriage")
+            .map(|h| verdict::parse(h).into_iter().next());
+        let (place, v) = match header {
+            Some(Some(v)) => ("header", Some(v)),
+            _ => {
+                // Late failures (after the headers) only reach the access log and metrics.
+                let line = bed.envoy.wait_access_log(&format!("scn={tagged} "));
+                ("log", line.and_then(|l| verdict::from_access_log(&l)))
+            }
+        };
+        let (text, next) = match &v {
+            Some(v) => (
+                describe(v),
+                Class::parse(v.class()).map_or("", |c| c.info().next_step),
+            ),
+            None => ("no verdict (success)".to_string(), ""),
+        };
+        let place = if v.is_some() { place } else { "-" };
+        let status = if r.truncated {
+            format!("{}*", r.status)
+        } else {
+            r.status.to_string()
+        };
+        println!(
+            "{:<40} {:>6}  {:<6} {:<70} {}",
+            what, status, place, text, next
+        );
+    }
+    println!("\n* = the client got a cut response (headers, then the connection closed).");
+    println!("\nPrometheus (Envoy admin /stats/prometheus):");
+    for line in bed.envoy.prometheus().lines().filter(|l| {
+        l.starts_with("meshtriage_failures_total") || l.starts_with("meshtriage_requests_total")
+    }) {
+        println!("  {line}");
+    }
+    println!("\nAccess-log field %FILTER_STATE(wasm.meshtriage:PLAIN)%, last line:");
+    if let Some(last) = bed.envoy.access_log_lines().last() {
+        println!(
+            "  {}",
+            last.rsplit_once(" verdict=").map_or(last.as_str(), |x| x.1)
+        );
+    }
+}

@@ -1,0 +1,55 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+//! The docs are generated from the code's tables (build.rs); this keeps the committed copies
+//! in sync. `MESHTRIAGE_BLESS=1 cargo test --test docs_sync` (or `make docs`) rewrites them.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check_page(rel: &str, generated: &str) {
+    let path = root().join(rel);
+    if std::env::var_os("MESHTRIAGE_BLESS").is_some() {
+        std::fs::write(&path, generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(committed == generated, "{rel} is stale: run `make docs`");
+}
+
+#[test]
+fn taxonomy_doc_is_generated_from_the_table() {
+    check_page(
+        "docs/taxonomy.md",
+        include_str!(concat!(env!("OUT_DIR"), "/taxonomy.md")),
+    );
+}
+
+#[test]
+fn reference_doc_is_generated_from_the_tables() {
+    check_page(
+        "docs/reference.md",
+        include_str!(concat!(env!("OUT_DIR"), "/reference.md")),
+    );
+}
+
+#[test]
+fn readme_tables_match_the_code() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for table in [
+        include_str!(concat!(env!("OUT_DIR"), "/config-table.md")),
+        include_str!(concat!(env!("OUT_DIR"), "/metrics-table.md")),
+    ] {
+        let first = table.lines().nth(2).unwrap();
+        assert!(
+            readme.contains(table),
+            "README.md lacks the current table starting {first:?}: paste it from docs/reference.md"
+        );
+    }
+}
