@@ -7,7 +7,7 @@ WASM := target/wasm32-wasip1/release/meshtriage.wasm
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs clean
+.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -59,6 +59,10 @@ e2e: wasm venv tools
 
 istio:
 	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
+
+## image: OCI image layout for Istio (target/istio/oci), no Docker daemon needed; prints the digest
+image: wasm
+	python3 istio/tools/build_image.py --tag $$(awk -F'"' '/^version/ {print $$2; exit}' Cargo.toml)
 
 ## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
 docs:

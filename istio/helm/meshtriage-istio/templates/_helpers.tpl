@@ -1,0 +1,70 @@
+{{/* Labels on every object. */}}
+{{- define "meshtriage.labels" -}}
+app.kubernetes.io/name: meshtriage
+app.kubernetes.io/part-of: meshtriage
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end }}
+
+{{/* The pinned oci:// URL; refuses to render without a manifest digest. */}}
+{{- define "meshtriage.url" -}}
+{{- $digest := required "image.digest is required (sha256:<manifest digest>)" .Values.image.digest -}}
+{{- if not (regexMatch "^sha256:[a-f0-9]{64}$" $digest) -}}
+{{- fail (printf "image.digest %q is not sha256:<64 lowercase hex>" $digest) -}}
+{{- end -}}
+oci://{{ .Values.image.repository }}@{{ $digest }}
+{{- end }}
+
+{{/*
+One WasmPlugin. Arguments (dict): root (the chart context), name, namespace, rootId, type,
+modes (list), config (dict or nil), target (dict or nil: selector / targetRefs).
+*/}}
+{{- define "meshtriage.wasmplugin" -}}
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: {{ .name }}
+  namespace: {{ .namespace }}
+  labels:
+    {{- include "meshtriage.labels" .root | nindent 4 }}
+spec:
+  {{- with .target }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  url: {{ include "meshtriage.url" .root }}
+  imagePullPolicy: IfNotPresent
+  {{- with .root.Values.image.pullSecret }}
+  imagePullSecret: {{ . }}
+  {{- end }}
+  pluginName: {{ .rootId }}
+  type: {{ .type }}
+  phase: AUTHN
+  priority: 1000
+  failStrategy: FAIL_OPEN
+  match:
+  {{- range .modes }}
+  - mode: {{ . }}
+  {{- end }}
+  {{- if and .config (eq .type "HTTP") }}
+  pluginConfig:
+    {{- toYaml .config | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* Telemetry switching the access log to the meshtriage-access-log provider. */}}
+{{- define "meshtriage.telemetry" -}}
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: {{ .name }}
+  namespace: {{ .namespace }}
+  labels:
+    {{- include "meshtriage.labels" .root | nindent 4 }}
+spec:
+  {{- with .target }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  accessLogging:
+  - providers:
+    - name: meshtriage-access-log
+{{- end }}
