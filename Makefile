@@ -36,8 +36,9 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 tools:
 	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install -q wasm-bindgen-cli --version $(WBG_VERSION); fi
-	@command -v curl >/dev/null && command -v openssl >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq curl openssl >/dev/null; }
+	@command -v curl >/dev/null && command -v openssl >/dev/null && command -v iptables >/dev/null && command -v ip >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq curl openssl iptables iproute2 >/dev/null || \
+	    echo "tools: could not install curl/openssl/iptables/iproute2 (not root?); the L4 lab tests will skip"; }
 
 wasm: targets
 	cargo build --release --target wasm32-wasip1 -p meshtriage

@@ -29,6 +29,7 @@ pub struct HttpFilter {
     /// Status the upstream's headers carried when they went downstream.
     header_status: Option<u16>,
     chunked: bool,
+    content_length: Option<u64>,
     hop_by_hop: HopByHop,
     grpc_trailer: Option<u32>,
     verdict: Option<Verdict>,
@@ -42,6 +43,7 @@ impl HttpFilter {
             saw_headers: false,
             header_status: None,
             chunked: false,
+            content_length: None,
             hop_by_hop: HopByHop::default(),
             grpc_trailer: None,
             verdict: None,
@@ -72,6 +74,7 @@ impl HttpFilter {
             direction: dir,
             response_started: self.saw_headers && self.header_status.is_some_and(|s| s < 400),
             chunked: self.chunked,
+            declared_response_bytes: self.content_length,
             response_body_bytes: if in_log {
                 host::property_u64(b"response\0size").unwrap_or(0)
             } else {
@@ -104,6 +107,7 @@ impl HttpFilter {
         self.saw_headers = true;
         self.header_status = scan.status;
         self.chunked = scan.chunked;
+        self.content_length = scan.content_length;
         self.hop_by_hop = scan.hop_by_hop;
         if !scan.hop_by_hop.is_empty() {
             let dir = self.direction();

@@ -115,4 +115,14 @@ fn main() {
             last.rsplit_once(" verdict=").map_or(last.as_str(), |x| x.1)
         );
     }
+    // A real L4 fault (network namespace + iptables), when this machine allows it.
+    match meshtriage_envoy_test::netlab::demo_rows() {
+        Ok(rows) => {
+            println!("\nA real L4 fault (upstream in its own network namespace, iptables drops packets >= 1000 bytes):");
+            for (what, status, verdict) in rows {
+                println!("  {what:<38} {status:>6}  {verdict}");
+            }
+        }
+        Err(why) => println!("\n(Real L4 faults skipped: the lab {why}. Run `sudo make demo` to see an MTU black hole.)"),
+    }
 }

@@ -157,15 +157,18 @@ fn add_hints(s: &Signals, cfg: &Config, class: Class, hints: &mut Hints) {
     if s.upstream_mtls {
         hints.insert(Hint::Mtls);
     }
-    if s.request_body_bytes >= cfg.large_payload_bytes
-        || s.response_body_bytes >= cfg.large_payload_bytes
+    let response_bytes = s
+        .response_body_bytes
+        .max(s.declared_response_bytes.unwrap_or(0));
+    if s.request_body_bytes >= cfg.large_payload_bytes || response_bytes >= cfg.large_payload_bytes
     {
         hints.insert(Hint::LargePayload);
     }
     if s.retry_budget_exceeded {
         hints.insert(Hint::RetryBudgetExceeded);
     }
-    if s.connect_nanos.is_some_and(|n| n >= SLOW_CONNECT_NANOS) {
+    // On a failed connect (UF) the duration measures the failure, not a slow success.
+    if !s.flags.has(Flag::UF) && s.connect_nanos.is_some_and(|n| n >= SLOW_CONNECT_NANOS) {
         hints.insert(Hint::SlowConnect);
     }
 }

@@ -41,6 +41,9 @@ pub struct Signals {
     pub chunked: bool,
     /// Response body bytes seen by the filter.
     pub response_body_bytes: u64,
+    /// The response's declared `content-length` (a stalled body never arrives, but its size
+    /// was announced: that is what `large_payload` needs).
+    pub declared_response_bytes: Option<u64>,
     /// Request body bytes (for `large_payload`).
     pub request_body_bytes: u64,
     /// Hop-by-hop headers the upstream response carried.

@@ -68,11 +68,21 @@ fn it_marks_refused_connections_as_l4() {
 
 #[test]
 fn it_marks_connect_timeouts_as_l4() {
-    let s = sig(
+    let mut s = sig(
         Some(503),
         &[Flag::UF],
         &format!("{URBRS}{{connection_timeout}}"),
     );
+    check(
+        &s,
+        Class::ConnectTimeout,
+        Layer::L4,
+        Origin::Proxy,
+        Side::Upstream,
+        &[],
+    );
+    // The pool waited the whole connect timeout: that is the failure, not a slow connect.
+    s.connect_nanos = Some(1_000_000_000);
     check(
         &s,
         Class::ConnectTimeout,
@@ -475,6 +485,19 @@ fn it_sees_late_failures_at_the_end_of_the_stream() {
         Origin::Proxy,
         Side::Upstream,
         &[],
+    );
+    // An MTU black hole: headers of a large response arrived, its body never did.
+    let black_hole = Signals {
+        declared_response_bytes: Some(2 << 20),
+        ..late(&[Flag::UT], "response_timeout", false, 0)
+    };
+    check(
+        &black_hole,
+        Class::TransferStalled,
+        Layer::L4,
+        Origin::Proxy,
+        Side::Upstream,
+        &[Hint::LargePayload],
     );
     // Client went away.
     let dc = Signals {

@@ -1,0 +1,316 @@
+//! Real L4 faults: the upstream runs in a network namespace of its own, joined to the host by a
+//! veth pair, and iptables rules inside that namespace drop, reset or black-hole its traffic.
+//! Envoy stays in the test's namespace, so its admin API and listeners are on 127.0.0.1 as
+//! usual. Everything the lab creates (namespace, veth, rules, upstream process) goes on drop,
+//! also when a test fails. Needs root, `ip` and `iptables`; `Lab::available` says why not.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Port the lab's upstream listens on, inside its namespace.
+pub const PORT: u16 = 8080;
+
+/// The lab upstream: small and large responses, an app error, as a Python stdlib server so
+/// it runs inside the namespace as its own process.
+const UPSTREAM_PY: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+LARGE = b"x" * 200_000
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path.startswith("/large"): body, code = LARGE, 200
+        elif self.path.startswith("/status/503"): body, code = b"unavailable\n", 503
+        else: body, code = b"small\n", 200
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()          # headers in their own (small) packet
+        self.wfile.write(body)
+ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// One namespace with an upstream at `addr`:8080, reachable from the host over a veth pair.
+pub struct Lab {
+    ns: String,
+    host_if: String,
+    pub host_addr: String,
+    pub addr: String,
+    upstream: Option<Child>,
+}
+
+impl Lab {
+    /// `Err(reason)` when this machine cannot build the lab (not root, no ip/iptables).
+    pub fn available() -> Result<(), String> {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("needs root (network namespaces, veth, iptables)".into());
+        }
+        for tool in ["ip", "iptables", "python3"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                return Err(format!(
+                    "needs `{tool}` (apt-get install -y iproute2 iptables)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the namespace, the veth pair and the upstream. `n` tells labs of one run apart.
+    pub fn start(n: u8) -> Lab {
+        let id = format!("{}{n}", std::process::id() % 10_000);
+        let octet = 100 + (std::process::id() % 100) as u8 + n;
+        let mut lab = Lab {
+            ns: format!("mtlab{id}"),
+            host_if: format!("mth{id}"),
+            host_addr: format!("10.231.{octet}.1"),
+            addr: format!("10.231.{octet}.2"),
+            upstream: None,
+        };
+        let peer = format!("mtp{id}");
+        let steps: Vec<Vec<String>> = vec![
+            vec!["ip".into(), "netns".into(), "add".into(), lab.ns.clone()],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "add".into(),
+                lab.host_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                peer.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                peer.clone(),
+                "netns".into(),
+                lab.ns.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", lab.host_addr),
+                "dev".into(),
+                lab.host_if.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                lab.host_if.clone(),
+                "up".into(),
+            ],
+            vec![
+                "ip".into(),
+                "-n".into(),
+                lab.ns.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", lab.addr),
+                "dev".into(),
+                peer.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "-n".into(),
+                lab.ns.clone(),
+                "link".into(),
+                "set".into(),
+                peer,
+                "up".into(),
+            ],
+            vec![
+                "ip".into(),
+                "-n".into(),
+                lab.ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            if let Err(e) = run(&args) {
+                panic!("lab set-up failed: {e}");
+            }
+        }
+        let script = std::env::temp_dir().join(format!("mtlab-upstream-{id}.py"));
+        std::fs::write(&script, UPSTREAM_PY).expect("write lab upstream");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "python3"])
+            .arg(&script)
+            .args([lab.addr.as_str(), &PORT.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start lab upstream");
+        lab.upstream = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(
+            &format!("{}:{PORT}", lab.addr).parse().expect("addr"),
+            Duration::from_millis(300),
+        )
+        .is_err()
+        {
+            assert!(Instant::now() < deadline, "lab upstream did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lab
+    }
+
+    /// Adds an iptables rule inside the namespace (arguments after `iptables`).
+    pub fn rule(&self, args: &str) {
+        let mut full = vec!["ip", "netns", "exec", &self.ns, "iptables"];
+        full.extend(args.split_whitespace());
+        run(&full).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Removes every rule of the namespace.
+    pub fn clear_rules(&self) {
+        let _ = run(&["ip", "netns", "exec", &self.ns, "iptables", "-F"]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.upstream.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Deleting the namespace takes its end of the veth pair, and with it the host's end.
+        let _ = run(&["ip", "netns", "del", &self.ns]);
+        let _ = run(&["ip", "link", "del", &self.host_if]);
+    }
+}
+
+/// The fault rules of the scenarios (applied in the upstream's namespace), by name.
+pub fn fault(name: &str) -> Vec<String> {
+    let p = PORT;
+    match name {
+        // A middlebox (or a closed port) answers the SYN with a reset.
+        "reset_on_connect" => vec![format!("-A INPUT -p tcp --dport {p} -j REJECT --reject-with tcp-reset")],
+        // A firewall silently drops SYNs.
+        "syn_drop" => vec![format!("-A INPUT -p tcp --dport {p} --tcp-flags SYN,ACK,FIN,RST SYN -j DROP")],
+        // A middlebox resets the connection once 20 kB of the response went through.
+        "reset_mid_response" => vec![format!(
+            "-A INPUT -p tcp --dport {p} -m connbytes --connbytes 20000: --connbytes-dir reply --connbytes-mode bytes -j REJECT --reject-with tcp-reset"
+        )],
+        // Packets over 1000 bytes vanish: headers pass, a large body never arrives.
+        "mtu_black_hole" => vec![format!("-A OUTPUT -p tcp --sport {p} -m length --length 1000:65535 -j DROP")],
+        // The first SYN-ACK of every connection is lost: each connect takes one retransmission (~1 s).
+        "handshake_loss" => vec![format!("-A OUTPUT -p tcp --sport {p} --tcp-flags SYN,ACK SYN,ACK -m connbytes --connbytes 0:1 --connbytes-dir reply --connbytes-mode packets -j DROP")],
+        // Heavy random loss on everything the upstream sends.
+        "heavy_loss" => vec![format!("-A OUTPUT -p tcp --sport {p} -m statistic --mode random --probability 0.6 -j DROP")],
+        other => panic!("unknown fault {other}"),
+    }
+}
+
+/// An Envoy (in the test's namespace) whose clusters point at the lab upstream:
+/// `/c/…` (connect timeout 1 s, route timeout 2 s) and `/patient/…` (connect timeout 5 s,
+/// route timeout 3 s). One request per upstream connection, so every request connects anew.
+pub fn envoy(lab: &Lab, name: &str, plugin_config: &str) -> (crate::Envoy, u16) {
+    use crate::bed::{cluster, hcm, http_wasm, listener, router, stats_tags};
+    use serde_json::json;
+    let dir = crate::paths::scratch(name);
+    let port = crate::paths::free_port();
+    let wasm = crate::paths::wasm().display().to_string();
+    let log = dir.join("access.log").display().to_string();
+    let routes = json!([
+        {"match": {"prefix": "/c/"}, "route": {"cluster": "lab", "timeout": "2s", "prefix_rewrite": "/"}},
+        {"match": {"prefix": "/patient/"}, "route": {"cluster": "lab_patient", "timeout": "3s", "prefix_rewrite": "/"}},
+    ]);
+    let one_request = |connect: &str| {
+        let mut c = cluster(
+            "x",
+            PORT,
+            json!({"connect_timeout": connect,
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {"max_requests_per_connection": 1},
+                "explicit_http_config": {"http_protocol_options": {}}}}}),
+        );
+        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["address"] = json!(lab.addr);
+        c
+    };
+    let mut fast = one_request("1s");
+    fast["name"] = json!("lab");
+    fast["load_assignment"]["cluster_name"] = json!("lab");
+    let mut patient = one_request("5s");
+    patient["name"] = json!("lab_patient");
+    patient["load_assignment"]["cluster_name"] = json!("lab_patient");
+    let cfg = json!({
+        "node": {"id": "lab-node", "metadata": {"NAME": "lab", "NAMESPACE": "l4"}},
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [listener("outbound", port, Some("OUTBOUND"),
+                vec![hcm("lab", routes, vec![http_wasm(&wasm, plugin_config), router()], &log)], None)],
+            "clusters": [fast, patient],
+        }
+    });
+    (crate::Envoy::start(&cfg, &dir), port)
+}
+
+/// For the demo: an MTU black hole, a small and a large response through it. Returns
+/// `(what, status the client saw, verdict text)` rows, or why the lab cannot run here.
+pub fn demo_rows() -> Result<Vec<(String, String, String)>, String> {
+    Lab::available()?;
+    let lab = Lab::start(9);
+    for rule in fault("mtu_black_hole") {
+        lab.rule(&rule);
+    }
+    let (envoy, port) = envoy(&lab, "demo-l4", r#"{"large_payload_bytes": 100000}"#);
+    let mut rows = Vec::new();
+    for (what, path) in [
+        ("MTU black hole: 6-byte response", "/c/small"),
+        ("MTU black hole: 200 kB response", "/c/large"),
+    ] {
+        let r = crate::client::request(port, "GET", path, &[("x-scn", path)], b"")
+            .map_err(|e| e.to_string())?;
+        let verdict = envoy
+            .wait_access_log(&format!("scn={path} "))
+            .and_then(|l| crate::verdict::from_access_log(&l))
+            .map_or("no verdict (success)".to_string(), |v| {
+                format!(
+                    "{} {} [{}] (access log)",
+                    v.layer,
+                    v.class(),
+                    v.get("hints").unwrap_or("")
+                )
+            });
+        let status = if r.truncated {
+            format!("{}*", r.status)
+        } else {
+            r.status.to_string()
+        };
+        rows.push((what.to_string(), status, verdict));
+    }
+    Ok(rows)
+}
