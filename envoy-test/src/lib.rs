@@ -15,6 +15,7 @@ pub mod client;
 pub mod envoy;
 pub mod paths;
 pub mod scenario;
+pub mod tcp_bed;
 pub mod upstream;
 pub mod verdict;
 
