@@ -81,8 +81,6 @@ pub struct TcpSignals {
 #[derive(Clone, Copy, Debug)]
 pub enum TcpCond {
     Flag(F),
-    /// No flag that marks a failure.
-    NoFailureFlag,
     /// Any flag that marks a failure.
     AnyFailureFlag,
     /// `connection.termination_details` starts with the text.
@@ -107,7 +105,6 @@ impl TcpCond {
     pub fn describe(self) -> String {
         match self {
             TcpCond::Flag(f) => f.short_name().to_string(),
-            TcpCond::NoFailureFlag => "no failure flag".into(),
             TcpCond::AnyFailureFlag => "any other failure flag".into(),
             TcpCond::TerminationPrefix(t) => format!("termination details `{t}…`"),
             TcpCond::Termination => "any termination details".into(),
@@ -208,12 +205,7 @@ pub const TCP_RULES: &[TcpRule] = &[
     ),
     rule(
         Class::Unclassified,
-        &[
-            Proxied,
-            ClosedBy(Closer::Local),
-            NoUpstreamFin,
-            NoFailureFlag,
-        ],
+        &[Proxied, ClosedBy(Closer::Local), NoUpstreamFin],
     ),
 ];
 
@@ -224,7 +216,6 @@ fn text(s: &Option<String>) -> &str {
 fn holds(cond: TcpCond, s: &TcpSignals) -> bool {
     match cond {
         Flag(f) => s.flags.has(f),
-        NoFailureFlag => !s.flags.any_failure(),
         AnyFailureFlag => s.flags.any_failure(),
         TerminationPrefix(t) => text(&s.termination).starts_with(t),
         Termination => !text(&s.termination).is_empty(),
