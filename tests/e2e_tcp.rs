@@ -219,9 +219,7 @@ fn it_classifies_how_connections_end() {
         )
         .flags("DT"),
         |port| {
-            let mut s = connect(port);
-            echo_roundtrip(&mut s, b"hello");
-            read_to_end(&mut s);
+            send_and_wait_end(port, b"hello");
         },
     );
     let line = expect_failure(
