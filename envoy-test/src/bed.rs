@@ -123,7 +123,7 @@ pub fn upstream_tls(ca: Option<&Path>, san: Option<&str>) -> Value {
     json!({"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": ctx}})
 }
 
-fn downstream_tls(certs: &Certs, require_client: bool) -> Value {
+pub fn downstream_tls(certs: &Certs, require_client: bool) -> Value {
     let mut ctx = json!({"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": certs.server_cert},
                                                       "private_key": {"filename": certs.server_key}}]}});

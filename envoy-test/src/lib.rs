@@ -16,6 +16,7 @@ pub mod envoy;
 pub mod netlab;
 pub mod paths;
 pub mod scenario;
+pub mod tcp_bed;
 pub mod upstream;
 pub mod verdict;
 

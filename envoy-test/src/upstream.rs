@@ -23,7 +23,7 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Upstream {
+pub(crate) fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Upstream {
     let port = listener.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

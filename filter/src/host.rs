@@ -67,6 +67,7 @@ mod abi {
             out_id: *mut u32,
         ) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(out: *mut u64) -> u32;
     }
 }
 
@@ -125,6 +126,9 @@ mod abi {
         1
     }
     pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {
         1
     }
 }
@@ -245,6 +249,14 @@ pub fn define_counter(name: &str) -> Option<u32> {
 pub fn increment(id: u32, by: i64) -> bool {
     // SAFETY: plain values.
     unsafe { abi::proxy_increment_metric(id, by) == STATUS_OK }
+}
+
+/// The host's wall clock in nanoseconds since the epoch; `None` on any host error.
+pub fn now_nanos() -> Option<u64> {
+    let mut now = 0u64;
+    // SAFETY: a valid pointer for the duration of the call.
+    let status = unsafe { abi::proxy_get_current_time_nanoseconds(&mut now) };
+    (status == STATUS_OK).then_some(now)
 }
 
 /// Logs through the host, ignoring failures (a log line must never take the VM down).

@@ -6,9 +6,49 @@ use crate::flags::FLAGS;
 use crate::hop_by_hop::HOP_HEADERS;
 use crate::metrics;
 use crate::taxonomy::{Cond, CLASSES, HINTS, RULES};
+use crate::tcp::{TcpCond, TCP_RULES};
 use std::fmt::Write;
 
 fn signals_for(class: crate::taxonomy::Class) -> String {
+    let http = http_signals_for(class);
+    let tcp = TCP_RULES
+        .iter()
+        .filter(|r| r.class == class)
+        .map(|r| tcp_when(r.when))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match (http.is_empty(), tcp.is_empty()) {
+        (_, true) => http,
+        (true, false) => format!("connections: {tcp}"),
+        (false, false) => format!("{http}; connections: {tcp}"),
+    }
+}
+
+fn tcp_when(when: &[TcpCond]) -> String {
+    when.iter()
+        .map(|c| c.describe())
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The connection (network filter) rules in evaluation order.
+pub fn tcp_rules_markdown() -> String {
+    let mut out = String::from("| # | when | class | side |\n|---|---|---|---|\n");
+    for (i, r) in TCP_RULES.iter().enumerate() {
+        let side = r.side.unwrap_or(r.class.info().side);
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{}` | {} |",
+            i + 1,
+            tcp_when(r.when),
+            r.class.as_str(),
+            side.as_str()
+        );
+    }
+    out
+}
+
+fn http_signals_for(class: crate::taxonomy::Class) -> String {
     RULES
         .iter()
         .filter(|r| r.class == class)
@@ -137,9 +177,18 @@ pub fn taxonomy_page() -> String {
          the first whose conditions all hold decides. Signals: Envoy response flags (short names), \
          `response.code_details` (\"details\"), `upstream.transport_failure_reason`, the response \
          headers and, at the end of the stream, what happened after the headers.\n\n\
-         ## Classes\n\n{}\n## Rules in evaluation order\n\n{}\n## Envoy 1.40 response flags\n\n{}",
+         ## Classes\n\n{}\n## Rules in evaluation order\n\n{}\n\
+         ## Connection rules (network filter) in evaluation order\n\n\
+         The network filter (root id `meshtriage-tcp`) classifies each connection when it ends, \
+         from the connection's response flags, `upstream.transport_failure_reason`, \
+         `connection.termination_details`, `connection.transport_failure_reason`, who closed the \
+         downstream connection, whether the upstream sent FIN, and the time without data before \
+         the close. Every connection failure is layer `l4` (`unclassified`: `unknown`). A \
+         connection no rule matches ended normally. See docs/tcp.md.\n\n{}\n\
+         ## Envoy 1.40 response flags\n\n{}",
         taxonomy_markdown(),
         rules_markdown(),
+        tcp_rules_markdown(),
         flags_markdown()
     )
 }

@@ -151,6 +151,8 @@ pub enum Class {
     FilterFailure,
     AppError,
     AppGrpcError,
+    DownstreamTlsError,
+    ConnectionPolicyClosed,
     Unclassified,
 }
 
@@ -266,6 +268,12 @@ class_table! {
     AppGrpcError => "app_grpc_error", L7, App, Upstream, "",
         "the upstream application answered with a failing gRPC status",
         "look at the app's logs: the network delivered its answer";
+    DownstreamTlsError => "downstream_tls_error", L4, Client, Downstream, "",
+        "the client's TLS handshake with this proxy failed (plaintext client on a TLS port, missing or untrusted client certificate)",
+        "check the client's TLS settings against this listener: a plaintext client on a STRICT mTLS port, or a certificate it does not trust (network filter only)";
+    ConnectionPolicyClosed => "connection_policy_closed", L4, Proxy, Local, "",
+        "a network filter of this proxy closed the connection and gave a reason (connection termination details)",
+        "read `detail`: it names the filter's reason (network filters only)";
     Unclassified => "unclassified", Unknown, Proxy, Local, "proxy_internal_error",
         "failing, but no rule matched the signals",
         "read the flags and detail parameters; please report the case";
@@ -569,7 +577,8 @@ mod tests {
     fn every_class_but_the_fallback_has_a_rule() {
         for c in Class::all().filter(|c| *c != Class::Unclassified) {
             assert!(
-                RULES.iter().any(|r| r.class == c),
+                RULES.iter().any(|r| r.class == c)
+                    || crate::tcp::TCP_RULES.iter().any(|r| r.class == c),
                 "{} has no rule",
                 c.as_str()
             );
