@@ -232,6 +232,7 @@ fn more_routes() -> Vec<Value> {
         route("/uct", "c_blackhole", json!({"timeout": "5s"})),
         route("/extauthz/", "c_app", enable_authz),
         route("/jwt", "c_app", json!({})),
+        route("/drop", "c_drop", json!({})),
     ]
 }
 
@@ -350,6 +351,9 @@ pub fn bootstrap(t: &Topology) -> Value {
                 cluster("c_app_h2", t.app_port, h2),
                 cluster("c_app_trailers", t.app_port, protocol(json!({"http_protocol_options": {"enable_trailers": true}}))),
                 cluster("c_blackhole", t.blackhole_port, json!({"connect_timeout": "0.5s"})),
+                json!({"name": "c_drop", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "c_drop",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": t.app_port}}}}]}],
+                    "policy": {"drop_overloads": [{"category": "all", "drop_percentage": {"numerator": 100, "denominator": "HUNDRED"}}]}}}),
             ]
         }
     })
