@@ -527,6 +527,12 @@ fn page(runs: &[Run]) -> String {
         let _ = writeln!(out, "- `{class}`: {why}.");
     }
     out.push_str(
+        "\nNot reachable with an h2c client: the HTTP/1.1 codec error. An HTTP/2 codec error \
+         (a HEADERS frame with an upper-case header name) is logged by Envoy 1.40 as \
+         `code=0 flags=DPE details=http2.invalid.header.field`, but that access-log line carries no \
+         meshtriage filter state (whether the plugin saw that stream at all was not investigated) (observed with `client::h2_raw_request`).\n",
+    );
+    out.push_str(
         "\nWhere meshtriage is more precise than Envoy's Proxy-Status: connect timeouts and every \
          TLS failure are `connection_refused` for Envoy (one flag, UF) but distinct classes here; \
          ext_authz denials are `connection_refused` for Envoy; RBAC and JWT denials, app 5xx and \

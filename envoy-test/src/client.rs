@@ -264,7 +264,7 @@ pub fn h2_request_then_cancel(
 }
 
 /// h2c (prior knowledge): sends one raw HEADERS frame with `headers` exactly as given (e.g. an
-/// invalid name) and returns the frame types Envoy answered with before closing.
+/// invalid name) and returns the bytes Envoy answered with before closing.
 pub fn h2_raw_request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Vec<u8>> {
     send_raw(port, &h2_request_bytes(path, headers))
 }
