@@ -7,7 +7,7 @@ WASM := target/wasm32-wasip1/release/meshtriage.wasm
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image clean
+.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -68,6 +68,14 @@ image: wasm
 ## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
 docs:
 	MESHTRIAGE_BLESS=1 cargo test -q --test docs_sync
+
+## configs: regenerate envoy-test/configs/*.yaml (docker-compose) from the test bed's builders
+configs:
+	cargo run -q -p meshtriage-envoy-test --bin gen-configs
+
+## scenarios: rerun the real-Envoy scenario matrix and rewrite docs/scenarios.md from it
+scenarios: wasm venv tools
+	MESHTRIAGE_BLESS=1 cargo test -q --test e2e_matrix
 
 clean:
 	cargo clean

@@ -201,6 +201,41 @@ pub fn routes() -> Value {
     ])
 }
 
+/// ext_authz (disabled unless a route enables it) asking the app cluster: the check request
+/// goes to `/authz` + the request path, so `/extauthz/status/403` is denied with a 403.
+pub fn ext_authz_filter() -> Value {
+    json!({"name": "envoy.filters.http.ext_authz", "disabled": true, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "http_service": {"server_uri": {"uri": "http://127.0.0.1", "cluster": "c_app", "timeout": "1s"},
+                         "path_prefix": "/authz"}}})
+}
+
+/// Public test key only (HS256 secret "meshtriage-test"): requests without a token are denied.
+const JWKS: &str = r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"t","k":"bWVzaHRyaWFnZS10ZXN0"}]}"#;
+
+/// jwt_authn requiring a token on `/jwt` only.
+pub fn jwt_filter() -> Value {
+    json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"test": {"issuer": "meshtriage-test", "local_jwks": {"inline_string": JWKS}}},
+        "rules": [{"match": {"prefix": "/jwt"}, "requires": {"provider_name": "test"}}]}})
+}
+
+/// The routes added by the scenario matrix (connect timeout, ext_authz, JWT).
+fn more_routes() -> Vec<Value> {
+    let enable_authz = json!({"typed_per_filter_config": {"envoy.filters.http.ext_authz": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                   "check_settings": {}}}}});
+    vec![
+        route("/uct", "c_blackhole", json!({"timeout": "5s"})),
+        route("/extauthz/", "c_app", enable_authz),
+        route("/jwt", "c_app", json!({})),
+        route("/drop", "c_drop", json!({})),
+    ]
+}
+
 /// Options for [`Bed::start`].
 #[derive(Clone, Default)]
 pub struct BedOptions {
@@ -208,6 +243,120 @@ pub struct BedOptions {
     pub plugin_config: String,
     /// Leave the plugin out (baseline).
     pub without_plugin: bool,
+}
+
+/// Where everything of a bed lives: the native bed fills it with ephemeral ports and scratch
+/// paths, `gen-configs` with the fixed ports and container paths of docker-compose. One
+/// [`bootstrap`] builds both, so the two cannot drift.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// Address of the outbound/inbound listeners (`127.0.0.1`; `0.0.0.0` in a container).
+    pub listen: String,
+    pub port: u16,
+    pub inbound_port: u16,
+    pub tls_port: u16,
+    pub mtls_port: u16,
+    /// The misbehaving HTTP/1.1 app.
+    pub app_port: u16,
+    pub h2_rst_port: u16,
+    pub h2_refused_port: u16,
+    /// A listener with a full accept queue (connect timeout).
+    pub blackhole_port: u16,
+    /// A port where nothing listens.
+    pub refused_port: u16,
+    pub ca: String,
+    pub other_ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub wasm: String,
+    pub access_log: String,
+    /// The plugin configuration; `None` leaves the plugin out.
+    pub plugin_config: Option<String>,
+}
+
+/// The bed's Envoy bootstrap (without `admin`, which [`Envoy::start`] adds).
+pub fn bootstrap(t: &Topology) -> Value {
+    let filters = || {
+        let mut f = Vec::new();
+        if let Some(cfg) = &t.plugin_config {
+            f.push(http_wasm(&t.wasm, cfg));
+        }
+        f.extend(policy_filters());
+        f.push(ext_authz_filter());
+        f.push(jwt_filter());
+        f.push(router());
+        f
+    };
+    let mut all_routes = routes();
+    if let Some(list) = all_routes.as_array_mut() {
+        // Before the catch-all-free scenario routes; prefixes do not overlap.
+        list.extend(more_routes());
+    }
+    let simple_routes = json!([route("/", "c_app", json!({}))]);
+    let h1 = protocol(json!({"http_protocol_options": {}}));
+    let h2 = protocol(json!({"http2_protocol_options": {}}));
+    let certs = Certs {
+        ca: t.ca.clone().into(),
+        server_cert: t.server_cert.clone().into(),
+        server_key: t.server_key.clone().into(),
+        other_ca: t.other_ca.clone().into(),
+    };
+    let log = t.access_log.as_str();
+    let mut http_listeners = [
+        listener(
+            "outbound",
+            t.port,
+            Some("OUTBOUND"),
+            vec![hcm("out", all_routes.clone(), filters(), log)],
+            None,
+        ),
+        listener(
+            "inbound",
+            t.inbound_port,
+            Some("INBOUND"),
+            vec![hcm("in", all_routes, filters(), log)],
+            None,
+        ),
+    ];
+    for l in &mut http_listeners {
+        l["address"]["socket_address"]["address"] = json!(t.listen);
+    }
+    let [outbound, inbound] = http_listeners;
+    json!({
+        "node": {"id": "bed-node", "cluster": "bed", "metadata": {"NAME": "bed", "NAMESPACE": "test"}},
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [
+                outbound,
+                inbound,
+                listener("tls_upstream", t.tls_port, None, vec![hcm("tls", simple_routes.clone(), vec![router()], log)], Some(downstream_tls(&certs, false))),
+                listener("mtls_upstream", t.mtls_port, None, vec![hcm("mtls", simple_routes, vec![router()], log)], Some(downstream_tls(&certs, true))),
+            ],
+            "clusters": [
+                cluster("c_app", t.app_port, h1.clone()),
+                cluster("c_refused", t.refused_port, json!({})),
+                json!({"name": "c_empty", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "c_empty"}}),
+                cluster("c_app_msd", t.app_port, json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {"max_stream_duration": "0.5s"},
+                    "explicit_http_config": {"http_protocol_options": {}}}}})),
+                cluster("c_cb", t.app_port, json!({"circuit_breakers": {"thresholds": [{"max_requests": 1, "max_pending_requests": 1, "max_connections": 1}]}})),
+                cluster("c_tls_plain", t.app_port, upstream_tls(None, None)),
+                cluster("c_tls_badca", t.tls_port, upstream_tls(Some(&certs.other_ca), None)),
+                cluster("c_tls_badsan", t.tls_port, upstream_tls(Some(&certs.ca), Some("other.local"))),
+                cluster("c_tls_nocert", t.mtls_port, upstream_tls(Some(&certs.ca), Some("upstream.local"))),
+                cluster("c_tls_ok", t.tls_port, upstream_tls(Some(&certs.ca), Some("upstream.local"))),
+                cluster("c_h2_rst", t.h2_rst_port, h2.clone()),
+                cluster("c_h2_refused", t.h2_refused_port, h2.clone()),
+                cluster("c_app_h2", t.app_port, h2),
+                cluster("c_app_trailers", t.app_port, protocol(json!({"http_protocol_options": {"enable_trailers": true}}))),
+                cluster("c_blackhole", t.blackhole_port, json!({"connect_timeout": "0.5s"})),
+                json!({"name": "c_drop", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "c_drop",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": t.app_port}}}}]}],
+                    "policy": {"drop_overloads": [{"category": "all", "drop_percentage": {"numerator": 100, "denominator": "HUNDRED"}}]}}}),
+            ]
+        }
+    })
 }
 
 /// A running bed: Envoy plus its upstreams, all stopped on drop.
@@ -219,6 +368,7 @@ pub struct Bed {
     pub inbound_port: u16,
     pub app: Upstream,
     _others: Vec<Upstream>,
+    _blackhole: upstream::Blackhole,
 }
 
 impl Bed {
@@ -228,64 +378,35 @@ impl Bed {
         let app = upstream::http1();
         let h2_rst = upstream::http2(H2::ResetBeforeHeaders);
         let h2_refused = upstream::http2(H2::Refused);
-        let (port, inbound_port, tls_port, mtls_port) = (
-            paths::free_port(),
-            paths::free_port(),
-            paths::free_port(),
-            paths::free_port(),
-        );
-        let log = dir.join("access.log").display().to_string();
-        let wasm = paths::wasm().display().to_string();
-        let filters = |with: bool| {
-            let mut f = Vec::new();
-            if with {
-                f.push(http_wasm(&wasm, &opts.plugin_config));
-            }
-            f.extend(policy_filters());
-            f.push(router());
-            f
+        let blackhole = upstream::blackhole_at(0);
+        let show = |p: &Path| p.display().to_string();
+        let topology = Topology {
+            listen: "127.0.0.1".into(),
+            port: paths::free_port(),
+            inbound_port: paths::free_port(),
+            tls_port: paths::free_port(),
+            mtls_port: paths::free_port(),
+            app_port: app.port,
+            h2_rst_port: h2_rst.port,
+            h2_refused_port: h2_refused.port,
+            blackhole_port: blackhole.port,
+            refused_port: upstream::refused_port(),
+            ca: show(&certs.ca),
+            other_ca: show(&certs.other_ca),
+            server_cert: show(&certs.server_cert),
+            server_key: show(&certs.server_key),
+            wasm: show(&paths::wasm()),
+            access_log: show(&dir.join("access.log")),
+            plugin_config: (!opts.without_plugin).then(|| opts.plugin_config.clone()),
         };
-        let simple_routes = json!([route("/", "c_app", json!({}))]);
-        let h1 = protocol(json!({"http_protocol_options": {}}));
-        let h2 = protocol(json!({"http2_protocol_options": {}}));
-        let cfg = json!({
-            "node": {"id": "bed-node", "cluster": "bed", "metadata": {"NAME": "bed", "NAMESPACE": "test"}},
-            "stats_config": {"stats_tags": stats_tags()},
-            "static_resources": {
-                "listeners": [
-                    listener("outbound", port, Some("OUTBOUND"), vec![hcm("out", routes(), filters(!opts.without_plugin), &log)], None),
-                    listener("inbound", inbound_port, Some("INBOUND"), vec![hcm("in", routes(), filters(!opts.without_plugin), &log)], None),
-                    listener("tls_upstream", tls_port, None, vec![hcm("tls", simple_routes.clone(), vec![router()], &log)], Some(downstream_tls(&certs, false))),
-                    listener("mtls_upstream", mtls_port, None, vec![hcm("mtls", simple_routes, vec![router()], &log)], Some(downstream_tls(&certs, true))),
-                ],
-                "clusters": [
-                    cluster("c_app", app.port, h1.clone()),
-                    cluster("c_refused", upstream::refused_port(), json!({})),
-                    json!({"name": "c_empty", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "c_empty"}}),
-                    cluster("c_app_msd", app.port, json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "common_http_protocol_options": {"max_stream_duration": "0.5s"},
-                        "explicit_http_config": {"http_protocol_options": {}}}}})),
-                    cluster("c_cb", app.port, json!({"circuit_breakers": {"thresholds": [{"max_requests": 1, "max_pending_requests": 1, "max_connections": 1}]}})),
-                    cluster("c_tls_plain", app.port, upstream_tls(None, None)),
-                    cluster("c_tls_badca", tls_port, upstream_tls(Some(&certs.other_ca), None)),
-                    cluster("c_tls_badsan", tls_port, upstream_tls(Some(&certs.ca), Some("other.local"))),
-                    cluster("c_tls_nocert", mtls_port, upstream_tls(Some(&certs.ca), Some("upstream.local"))),
-                    cluster("c_tls_ok", tls_port, upstream_tls(Some(&certs.ca), Some("upstream.local"))),
-                    cluster("c_h2_rst", h2_rst.port, h2.clone()),
-                    cluster("c_h2_refused", h2_refused.port, h2.clone()),
-                    cluster("c_app_h2", app.port, h2),
-                    cluster("c_app_trailers", app.port, protocol(json!({"http_protocol_options": {"enable_trailers": true}}))),
-                ]
-            }
-        });
-        let envoy = Envoy::start(&cfg, &dir);
+        let envoy = Envoy::start(&bootstrap(&topology), &dir);
         Bed {
             envoy,
-            port,
-            inbound_port,
+            port: topology.port,
+            inbound_port: topology.inbound_port,
             app,
             _others: vec![h2_rst, h2_refused],
+            _blackhole: blackhole,
         }
     }
 

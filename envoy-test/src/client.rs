@@ -155,3 +155,116 @@ pub fn request_h2(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Res
         truncated: !out.status.success(),
     })
 }
+
+/// Sends `bytes` as they are on a fresh connection and returns what came back before the
+/// connection closed (e.g. a request Envoy's codec rejects).
+pub fn send_raw(port: u16, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(bytes)?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    Ok(raw)
+}
+
+/// Polls `ready` (bounded, 10 s) and reports whether it became true.
+fn poll(ready: &dyn Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Sends a GET, waits until `ready` says the request reached the upstream, then closes the
+/// connection without reading a response (a client giving up). False when `ready` never held.
+pub fn request_then_close(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    ready: &dyn Fn() -> bool,
+) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: test.local\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let ok = poll(ready);
+    drop(s);
+    Ok(ok)
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK "literal header field without indexing, new name" for every pair (no Huffman).
+fn hpack(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in headers {
+        out.push(0);
+        out.push(n.len().min(126) as u8);
+        out.extend_from_slice(&n.as_bytes()[..n.len().min(126)]);
+        out.push(v.len().min(126) as u8);
+        out.extend_from_slice(&v.as_bytes()[..v.len().min(126)]);
+    }
+    out
+}
+
+fn h2_request_bytes(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut all = vec![
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "test.local"),
+        (":path", path),
+    ];
+    all.extend_from_slice(headers);
+    let mut out = H2_PREFACE.to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    out.extend(h2_frame(1, 0x5, 1, &hpack(&all)));
+    out
+}
+
+/// h2c (prior knowledge): sends a GET on stream 1, waits until `ready`, then cancels the stream
+/// with `RST_STREAM(CANCEL)` and closes. False when `ready` never held.
+pub fn h2_request_then_cancel(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    ready: &dyn Fn() -> bool,
+) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(&h2_request_bytes(path, headers))?;
+    let ok = poll(ready);
+    s.write_all(&h2_frame(3, 0, 1, &8u32.to_be_bytes()))?;
+    s.flush()?;
+    // Let Envoy read the reset before the FIN arrives (it would otherwise see a disconnect).
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut sink = [0u8; 4096];
+    while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    Ok(ok)
+}
+
+/// h2c (prior knowledge): sends one raw HEADERS frame with `headers` exactly as given (e.g. an
+/// invalid name) and returns the bytes Envoy answered with before closing.
+pub fn h2_raw_request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Vec<u8>> {
+    send_raw(port, &h2_request_bytes(path, headers))
+}

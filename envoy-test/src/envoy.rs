@@ -117,6 +117,20 @@ impl Envoy {
             .unwrap_or_default()
     }
 
+    /// One counter or gauge from `/stats` (0 when absent), e.g. `cluster.c_app.upstream_rq_active`.
+    pub fn stat(&self, name: &str) -> f64 {
+        self.admin(&format!("/stats?filter=^{name}$"))
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn prometheus(&self) -> String {
         self.admin("/stats/prometheus")
     }

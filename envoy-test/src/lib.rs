@@ -12,6 +12,7 @@
 pub mod bed;
 pub mod certs;
 pub mod client;
+pub mod configs;
 pub mod envoy;
 pub mod netlab;
 pub mod paths;

@@ -47,6 +47,13 @@ impl Expect {
         self.in_header = false;
         self
     }
+
+    /// The client gets no response at all (it went away, or the stream was reset).
+    pub const fn no_response(mut self) -> Self {
+        self.status = None;
+        self.in_header = false;
+        self
+    }
 }
 
 fn matches(v: &View, e: &Expect, dir: &str) -> Vec<String> {
@@ -72,9 +79,35 @@ fn matches(v: &View, e: &Expect, dir: &str) -> Vec<String> {
     bad
 }
 
-/// Sends GET `path` to `port` (a listener of `bed` whose direction is `dir`) and checks the
-/// header, the access-log line and the failure counter. Returns the response.
-pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Response {
+/// What one scenario run observed, and every mismatch with its expectation.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The response the client got (`None`: none, e.g. the client went away first).
+    pub response: Option<Response>,
+    /// The scenario's access-log line.
+    pub access_log: Option<String>,
+    pub problems: Vec<String>,
+}
+
+impl Observed {
+    /// Envoy's own `Proxy-Status` for the request, as the access log recorded it.
+    pub fn envoy_proxy_status(&self) -> Option<&str> {
+        let line = self.access_log.as_deref()?;
+        let ps = line.split(" ps=").nth(1)?.split(" verdict=").next()?;
+        (ps != "-").then_some(ps)
+    }
+}
+
+/// Runs `send` (the request of a scenario on a listener of `bed` whose direction is `dir`)
+/// and compares the client's view, the access-log line containing `needle` and the failure
+/// counter with `e`. Never panics on a mismatch: the problems are returned.
+pub fn verify(
+    bed: &Bed,
+    dir: &str,
+    needle: &str,
+    send: impl FnOnce() -> Option<Response>,
+    e: &Expect,
+) -> Observed {
     let labels = [
         ("dir", dir),
         ("layer", e.layer),
@@ -83,12 +116,13 @@ pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Respons
         ("side", e.side),
     ];
     let before = bed.envoy.metric(FAILURES, &labels);
-    let resp = bed.get_on(port, path);
+    let resp = send();
     let mut bad = Vec::new();
-    if Some(resp.status) != e.status {
-        bad.push(format!("status: got {}, want {:?}", resp.status, e.status));
+    let status = resp.as_ref().map(|r| r.status);
+    if status != e.status {
+        bad.push(format!("status: got {status:?}, want {:?}", e.status));
     }
-    let header = resp.header("x-meshtriage");
+    let header = resp.as_ref().and_then(|r| r.header("x-meshtriage"));
     match (header, e.in_header) {
         (Some(h), true) => {
             let views = verdict::parse(h);
@@ -105,8 +139,9 @@ pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Respons
         (Some(h), false) => bad.push(format!("header: want none, got {h}")),
         (None, false) => {}
     }
-    match bed.envoy.wait_access_log(&format!("scn={path} ")) {
-        Some(line) => match verdict::from_access_log(&line) {
+    let line = bed.envoy.wait_access_log(needle);
+    match &line {
+        Some(line) => match verdict::from_access_log(line) {
             Some(v) => bad.extend(
                 matches(&v, e, dir)
                     .into_iter()
@@ -114,7 +149,7 @@ pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Respons
             ),
             None => bad.push(format!("access log: no verdict in {line}")),
         },
-        None => bad.push("access log: no line".into()),
+        None => bad.push(format!("access log: no line with {needle:?}")),
     }
     let after = bed.envoy.wait_metric(FAILURES, &labels, before + 1.0);
     if after != before + 1.0 {
@@ -122,11 +157,28 @@ pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Respons
             "metric {FAILURES}{labels:?}: {before} -> {after}, want +1"
         ));
     }
+    Observed {
+        response: resp,
+        access_log: line,
+        problems: bad,
+    }
+}
+
+/// Sends GET `path` to `port` (a listener of `bed` whose direction is `dir`) and checks the
+/// header, the access-log line and the failure counter. Returns the response.
+pub fn check(bed: &Bed, port: u16, dir: &str, path: &str, e: &Expect) -> Response {
+    let o = verify(
+        bed,
+        dir,
+        &format!("scn={path} "),
+        || Some(bed.get_on(port, path)),
+        e,
+    );
     assert!(
-        bad.is_empty(),
+        o.problems.is_empty(),
         "{path}:\n  {}\n{}",
-        bad.join("\n  "),
+        o.problems.join("\n  "),
         bed.envoy.diagnostics()
     );
-    resp
+    o.response.unwrap_or_default()
 }

@@ -42,7 +42,52 @@ pub(crate) fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Upstream {
 
 /// The HTTP/1.1 server whose behaviour follows the path (see `respond`).
 pub fn http1() -> Upstream {
-    serve(TcpListener::bind("127.0.0.1:0").unwrap(), handle_http1)
+    http1_at(0)
+}
+
+/// [`http1`] on a fixed loopback port (0: any).
+pub fn http1_at(port: u16) -> Upstream {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+    serve(listener, handle_http1)
+}
+
+/// A loopback listener whose accept queue is full and never drained: SYNs to it are dropped,
+/// so connecting to it times out (Envoy: UF `{connection_timeout}`). Closed on drop.
+pub struct Blackhole {
+    pub port: u16,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+/// A [`Blackhole`] on a fixed loopback port (0: any).
+pub fn blackhole_at(port: u16) -> Blackhole {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let _ = socket.set_reuse_address(true);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket
+        .bind(&addr.into())
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+    socket.listen(0).unwrap();
+    let local = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap();
+    // Fill the accept queue (backlog 0 still queues one); stop at the first connect that hangs.
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&local, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+    }
+    Blackhole {
+        port: local.port(),
+        _listener: socket,
+        _fillers: fillers,
+    }
 }
 
 /// A port where nothing listens.
@@ -244,7 +289,13 @@ pub enum H2 {
 
 /// A frame-level HTTP/2 server (prior knowledge) that resets every stream.
 pub fn http2(mode: H2) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    http2_at(mode, 0)
+}
+
+/// [`http2`] on a fixed loopback port (0: any).
+pub fn http2_at(mode: H2, port: u16) -> Upstream {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
     match mode {
         H2::ResetBeforeHeaders => serve(listener, |s| h2_conn(s, 2)),
         H2::Refused => serve(listener, |s| h2_conn(s, 7)),

@@ -15,11 +15,13 @@ const SCENARIOS: &[(&str, &str, bool)] = &[
     // (what happens, path, inbound listener?)
     ("app answers 200", "/app/ok", false),
     ("nothing listens on the port", "/uf", false),
+    ("SYNs dropped (backlog-full listener)", "/uct", false),
     ("app closes without answering (inbound)", "/app/close", true),
     ("app resets the connection", "/app/rst", false),
     ("no endpoints in the cluster", "/uh", false),
     ("TLS cluster, plaintext server", "/tls/plain", false),
     ("TLS, certificate from an unknown CA", "/tls/badca", false),
+    ("TLS, certificate for another name", "/tls/badsan", false),
     ("mTLS: server wants a client cert", "/tls/nocert", false),
     ("retries exhausted on refused port", "/retry-uf", false),
     ("app too slow (route timeout 1 s)", "/app/slow/1500", false),
@@ -32,6 +34,8 @@ const SCENARIOS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("RBAC policy denies", "/deny", false),
+    ("ext_authz service denies", "/extauthz/status/403", false),
+    ("JWT missing", "/jwt", false),
     ("fault injection abort", "/fault", false),
     ("no route for the path", "/no/route/here", false),
     (
@@ -39,6 +43,7 @@ const SCENARIOS: &[(&str, &str, bool)] = &[
         "/app/copied-te",
         false,
     ),
+    ("upstream resets mid-body", "/app/midbody-rst", false),
     ("app forges a verdict (inbound)", "/app/forged/503", true),
 ];
 
@@ -61,10 +66,10 @@ fn main() {
     println!("meshtriage demo: starting Envoy 1.40 with the plugin and misbehaving upstreams...");
     let bed = Bed::start("demo", BedOptions::default());
     println!(
-        "\n{:<40} {:>6}  {:<6} {:<70} next step",
-        "scenario", "status", "where", "verdict"
+        "\n{:<40} {:>6}  {:<6} {:<62} {:<24} next step",
+        "scenario", "status", "where", "meshtriage verdict", "Envoy's Proxy-Status"
     );
-    println!("{}", "-".repeat(170));
+    println!("{}", "-".repeat(190));
     for (i, (what, path, inbound)) in SCENARIOS.iter().enumerate() {
         let tagged = format!(
             "{path}{}demo={i}",
@@ -75,13 +80,17 @@ fn main() {
         let header = r
             .header("x-meshtriage")
             .map(|h| verdict::parse(h).into_iter().next());
+        let line = bed.envoy.wait_access_log(&format!("scn={tagged} "));
+        let envoy_ps = line
+            .as_deref()
+            .and_then(|l| l.split(" ps=").nth(1))
+            .and_then(|ps| ps.split("; ").find_map(|x| x.strip_prefix("error=")))
+            .unwrap_or("-")
+            .to_string();
         let (place, v) = match header {
             Some(Some(v)) => ("header", Some(v)),
-            _ => {
-                // Late failures (after the headers) only reach the access log and metrics.
-                let line = bed.envoy.wait_access_log(&format!("scn={tagged} "));
-                ("log", line.and_then(|l| verdict::from_access_log(&l)))
-            }
+            // Late failures (after the headers) only reach the access log and metrics.
+            _ => ("log", line.and_then(|l| verdict::from_access_log(&l))),
         };
         let (text, next) = match &v {
             Some(v) => (
@@ -97,11 +106,12 @@ fn main() {
             r.status.to_string()
         };
         println!(
-            "{:<40} {:>6}  {:<6} {:<70} {}",
-            what, status, place, text, next
+            "{:<40} {:>6}  {:<6} {:<62} {:<24} {}",
+            what, status, place, text, envoy_ps, next
         );
     }
     println!("\n* = the client got a cut response (headers, then the connection closed).");
+    println!("Every scenario, over HTTP/1.1 and HTTP/2, is in docs/scenarios.md (`cargo test --test e2e_matrix`).");
     println!("\nPrometheus (Envoy admin /stats/prometheus):");
     for line in bed.envoy.prometheus().lines().filter(|l| {
         l.starts_with("meshtriage_failures_total") || l.starts_with("meshtriage_requests_total")

@@ -74,17 +74,26 @@ fn http_signals_for(class: crate::taxonomy::Class) -> String {
 /// The taxonomy: classes (in rule order of first appearance is not needed: enum order), hints.
 pub fn taxonomy_markdown() -> String {
     let mut out = String::new();
-    out.push_str("| class | layer | origin | side | signals (rules, first match wins in table order) | Proxy-Status | meaning | next step |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| class | layer | origin | side | signals (rules, first match wins in table order) | Proxy-Status | meaning | example verdict | next step |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for c in CLASSES {
         let signals = if c.token == "unclassified" {
             "anything else that is failing".to_string()
         } else {
             signals_for(c.class)
         };
+        let example = format!(
+            "`{}`{}",
+            crate::examples::example_verdict(c.class),
+            if crate::examples::only_late(c.class) {
+                " (access log and metrics only)"
+            } else {
+                ""
+            }
+        );
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.token,
             c.layer.as_str(),
             c.origin.as_str(),
@@ -96,6 +105,7 @@ pub fn taxonomy_markdown() -> String {
                 c.proxy_status
             },
             c.meaning,
+            example,
             c.next_step
         );
     }
@@ -176,7 +186,9 @@ pub fn taxonomy_page() -> String {
          Every failing request gets exactly one class. The rules below are evaluated in order; \
          the first whose conditions all hold decides. Signals: Envoy response flags (short names), \
          `response.code_details` (\"details\"), `upstream.transport_failure_reason`, the response \
-         headers and, at the end of the stream, what happened after the headers.\n\n\
+         headers and, at the end of the stream, what happened after the headers. The example \
+         verdicts are generated from filter/core/src/examples.rs (one representative exchange per \
+         class, `detail` omitted); docs/scenarios.md shows each class produced by a real Envoy.\n\n\
          ## Classes\n\n{}\n## Rules in evaluation order\n\n{}\n\
          ## Connection rules (network filter) in evaluation order\n\n\
          The network filter (root id `meshtriage-tcp`) classifies each connection when it ends, \

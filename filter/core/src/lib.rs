@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod config;
 pub mod docs;
+pub mod examples;
 pub mod flags;
 pub mod hop_by_hop;
 pub mod metrics;

@@ -1,0 +1,71 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+//! The shipped Envoy configs (docker-compose) are generated from the tests' builders, are
+//! current, and Envoy 1.40 accepts each of them (`envoy --mode validate`).
+
+use meshtriage_envoy_test::configs::{self, CERTS_DIR, WASM_PATH};
+use meshtriage_envoy_test::{certs, paths, Envoy};
+
+#[test]
+fn shipped_envoy_configs_are_generated_from_the_bed() {
+    for (name, text) in configs::render() {
+        let path = configs::dir().join(name);
+        if std::env::var_os("MESHTRIAGE_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "{} is stale: run `cargo run -p meshtriage-envoy-test --bin gen-configs`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn envoy_validates_every_shipped_config() {
+    let dir = paths::scratch("validate");
+    let certs = certs::generate(&dir.join("certs"));
+    let certs_dir = certs.ca.parent().unwrap().display().to_string();
+    for (name, text) in configs::render() {
+        // The container paths, pointed at this machine's plugin and certificates.
+        let local = text
+            .replace(WASM_PATH, &paths::wasm().display().to_string())
+            .replace(&format!("{CERTS_DIR}/"), &format!("{certs_dir}/"));
+        let path = dir.join(name);
+        std::fs::write(&path, local).unwrap();
+        if let Err(e) = Envoy::validate(&path) {
+            panic!("envoy --mode validate rejected {name}:\n{e}");
+        }
+    }
+}
+
+#[test]
+fn compose_mounts_what_the_configs_expect() {
+    let compose =
+        std::fs::read_to_string(paths::root().join("envoy-test/docker-compose.yaml")).unwrap();
+    for (name, _) in configs::render() {
+        assert!(
+            compose.contains(&format!("./configs/{name}:")),
+            "{name} not mounted"
+        );
+    }
+    assert!(compose.contains(&format!(":{WASM_PATH}:ro")));
+    assert!(compose.contains(&format!("certs:{CERTS_DIR}")));
+    assert!(compose.contains("envoyproxy/envoy:v1.40"));
+    for port in [
+        configs::OUTBOUND_PORT,
+        configs::INBOUND_PORT,
+        configs::ADMIN_PORT,
+    ] {
+        assert!(
+            compose.contains(&format!("\"{port}:{port}\"")),
+            "port {port}"
+        );
+    }
+}
