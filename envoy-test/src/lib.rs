@@ -13,6 +13,8 @@ pub mod bed;
 pub mod certs;
 pub mod client;
 pub mod envoy;
+pub mod gateway;
+pub mod mesh;
 pub mod paths;
 pub mod scenario;
 pub mod upstream;
