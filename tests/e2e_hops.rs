@@ -126,9 +126,9 @@ fn across(
     }
     let members = header_members(&r);
     println!(
-        "  client app got {} {:?}\n    x-meshtriage: {:?}",
+        "  client app got {}{}\n    x-meshtriage: {:?}",
         r.status,
-        if r.truncated { "(truncated)" } else { "" },
+        if r.truncated { " (truncated body)" } else { "" },
         r.headers_named("x-meshtriage")
     );
     match (header, members.as_slice()) {
