@@ -14,6 +14,8 @@ pub mod certs;
 pub mod client;
 pub mod configs;
 pub mod envoy;
+pub mod gateway;
+pub mod mesh;
 pub mod netlab;
 pub mod paths;
 pub mod scenario;

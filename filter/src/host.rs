@@ -17,6 +17,7 @@ pub enum Map {
 
 const STATUS_OK: u32 = Status::Ok as u32;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = BufferType::PluginConfiguration as u32;
+const BUFFER_RESPONSE_BODY: u32 = BufferType::HttpResponseBody as u32;
 const METRIC_COUNTER: u32 = MetricType::Counter as u32;
 
 #[cfg(target_arch = "wasm32")]
@@ -234,6 +235,20 @@ pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
     let status = unsafe {
         abi::proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut out)
     };
+    let value = take(data, out);
+    (status == STATUS_OK).then_some(value).flatten()
+}
+
+/// Up to `max` bytes of the response body chunk passing through `on_http_response_body`.
+pub fn response_body(max: usize) -> Option<Vec<u8>> {
+    if max == 0 {
+        return Some(Vec::new());
+    }
+    let mut data = null_mut();
+    let mut out = 0;
+    // SAFETY: as in `property`.
+    let status =
+        unsafe { abi::proxy_get_buffer_bytes(BUFFER_RESPONSE_BODY, 0, max, &mut data, &mut out) };
     let value = take(data, out);
     (status == STATUS_OK).then_some(value).flatten()
 }

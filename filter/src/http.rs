@@ -11,7 +11,9 @@ use meshtriage_core::flags::ResponseFlags;
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
 use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
-use meshtriage_core::upstream::{bound_entries, parse_proxy_status, UpstreamEvidence};
+use meshtriage_core::upstream::{
+    bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
+};
 use meshtriage_core::wire::HeaderPairs;
 use meshtriage_core::{classify, is_failing, Direction, Phase, Signals, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -33,6 +35,16 @@ pub struct HttpFilter {
     hop_by_hop: HopByHop,
     grpc_trailer: Option<u32>,
     verdict: Option<Verdict>,
+    /// A failing response whose small body may be another Envoy's local reply: read as it
+    /// passes, it refines the verdict at the end of the stream.
+    probe: Option<Box<BodyProbe>>,
+}
+
+/// The body of a response that may be another Envoy's local reply, and the header-phase
+/// signals to classify it again with.
+struct BodyProbe {
+    signals: Signals,
+    body: Vec<u8>,
 }
 
 impl HttpFilter {
@@ -47,6 +59,7 @@ impl HttpFilter {
             hop_by_hop: HopByHop::default(),
             grpc_trailer: None,
             verdict: None,
+            probe: None,
         }
     }
 
@@ -98,10 +111,10 @@ impl HttpFilter {
         self.settings.config.header.as_deref()
     }
 
-    fn on_response_headers(&mut self) {
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(buf) = host::header_map(Map::ResponseHeaders) else {
             metrics::internal_error("response headers unavailable");
-            return;
+            return Action::Continue;
         };
         let scan = ResponseScan::scan(HeaderPairs::new(&buf), self.header_name());
         self.saw_headers = true;
@@ -124,12 +137,12 @@ impl HttpFilter {
             if !scan.verdict_lines.is_empty() {
                 self.remove_verdict_header();
             }
-            return;
+            return Action::Continue;
         }
-        self.classify_response(&scan);
+        self.classify_response(scan, end_of_stream)
     }
 
-    fn classify_response(&mut self, scan: &ResponseScan) {
+    fn classify_response(&mut self, scan: ResponseScan, end_of_stream: bool) -> Action {
         let mut s = self.signals(Phase::ResponseHeaders, scan.status);
         s.grpc_status = scan.grpc_status;
         let settings = self.settings.clone();
@@ -156,6 +169,46 @@ impl HttpFilter {
                 }
             }
         }
+        // No entries and no proxy-status: the body may still be another Envoy's local reply.
+        // Envoy cannot hold the headers and hand the body over first (proxy-wasm turns a pause
+        // into StopAllIterationAndWatermark: no body callback until the headers go on), so the
+        // header keeps what the headers prove, and the body refines metrics and filter state.
+        if s.via_upstream()
+            && kept_entries.is_none()
+            && s.upstream == UpstreamEvidence::None
+            && !end_of_stream
+            && scan.may_carry_local_reply()
+        {
+            self.probe = Some(Box::new(BodyProbe {
+                signals: s.clone(),
+                body: Vec::new(),
+            }));
+        }
+        self.decide(&scan, s, kept_entries);
+        Action::Continue
+    }
+
+    /// The probed body is another Envoy's local reply: the final verdict credits that proxy.
+    fn refine_from_body(&mut self) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        let BodyProbe { mut signals, body } = *probe;
+        let Some(evidence) = local_reply_class(&body) else {
+            return;
+        };
+        signals.upstream = evidence;
+        let settings = self.settings.clone();
+        if is_failing(&signals, &settings.config) {
+            let outcome = classify(&signals, &settings.config);
+            self.verdict = Some(Verdict::new(outcome, &signals, &settings.hop));
+        }
+    }
+
+    /// Classifies a response that may be failing and writes the header.
+    fn decide(&mut self, scan: &ResponseScan, s: Signals, kept_entries: Option<String>) {
+        let settings = self.settings.clone();
+        let cfg = &settings.config;
         if !is_failing(&s, cfg) {
             if !scan.verdict_lines.is_empty() {
                 self.remove_verdict_header();
@@ -199,6 +252,7 @@ impl HttpFilter {
     fn finish(&mut self) {
         let dir = self.direction();
         metrics::count_request(dir);
+        self.refine_from_body();
         if self.verdict.is_none() {
             let flags = host::property(b"response\0flags")
                 .map(|b| ResponseFlags::from_property(&b))
@@ -234,8 +288,30 @@ impl HttpFilter {
 impl Context for HttpFilter {}
 
 impl HttpContext for HttpFilter {
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.on_response_headers();
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.on_response_headers(end_of_stream)
+    }
+
+    /// Only a probed response (a possible local reply) is read, chunk by chunk as it passes,
+    /// up to the cap; every body flows on untouched, nothing is ever held.
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let Some(probe) = self.probe.as_mut() else {
+            return Action::Continue;
+        };
+        if body_size == 0 {
+            return Action::Continue;
+        }
+        if probe.body.len() + body_size > MAX_LOCAL_REPLY_BODY {
+            self.probe = None; // bigger than any local reply: no body evidence
+            return Action::Continue;
+        }
+        match host::response_body(body_size) {
+            Some(chunk) => probe.body.extend_from_slice(&chunk),
+            None => {
+                self.probe = None;
+                metrics::internal_error("response body unavailable");
+            }
+        }
         Action::Continue
     }
 

@@ -25,6 +25,17 @@ pub fn is_failing(s: &Signals, cfg: &Config) -> bool {
     if matches!(s.upstream, UpstreamEvidence::Verdicts { .. }) {
         return true; // a trusted upstream hop already judged it failing
     }
+    // Another Envoy's local reply with status >= 400 was failing at that hop (route, RBAC, rate
+    // limit...): it stays failing here, even when this hop's failure_statuses would not say so.
+    if s.via_upstream()
+        && s.status.is_some_and(|c| c >= 400)
+        && matches!(
+            s.upstream,
+            UpstreamEvidence::ProxyStatus { .. } | UpstreamEvidence::LocalReplyBody { .. }
+        )
+    {
+        return true;
+    }
     if let Some(status) = s.status {
         if status >= 500 && !s.via_upstream() {
             return true;

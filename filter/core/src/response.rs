@@ -74,12 +74,27 @@ impl ResponseScan {
         scan
     }
 
+    /// Could the body be one of Envoy's local replies (a proxy further upstream answered)?
+    /// Only then is it worth buffering: small `text/plain`, a status Envoy's local replies use,
+    /// and no `proxy-status` (which says the same without the body).
+    pub fn may_carry_local_reply(&self) -> bool {
+        self.small_text_body
+            && self.proxy_status.is_none()
+            && self.status.is_some_and(is_local_reply_status)
+    }
+
     /// Could this response be failing at header time? Cheap: no property needed.
     pub fn may_fail(&self, cfg: &Config) -> bool {
         self.status
             .is_none_or(|s| s >= 400 || cfg.failure_statuses.contains(s))
             || self.grpc_status.is_some_and(|g| cfg.grpc_failing(g))
     }
+}
+
+/// Statuses Envoy's recognisable local replies carry: 5xx, and 401/403/429 (JWT, RBAC, rate
+/// limit).
+pub fn is_local_reply_status(status: u16) -> bool {
+    status >= 500 || matches!(status, 401 | 403 | 429)
 }
 
 /// Whether upstream verdict entries are kept on this listener.
@@ -143,6 +158,38 @@ mod tests {
             assert!(s.grpc_status.is_none() && s.grpc_status_malformed, "{bad}");
         }
         assert_eq!(parse_grpc_status(b" 7 "), Some(7));
+    }
+
+    #[test]
+    fn only_small_plain_failing_bodies_are_worth_reading() {
+        let reply = [
+            (":status", "503"),
+            ("content-type", "text/plain"),
+            ("content-length", "95"),
+        ];
+        assert!(scan(&reply).may_carry_local_reply());
+        let mut with_ps = reply.to_vec();
+        with_ps.push(("proxy-status", "envoy; error=connection_terminated"));
+        assert!(
+            !scan(&with_ps).may_carry_local_reply(),
+            "proxy-status says it already"
+        );
+        for (n, v) in [
+            (":status", "200"),
+            (":status", "404"),
+            ("content-type", "application/json"),
+            ("content-length", "4096"),
+            ("content-length", "0"),
+        ] {
+            let mut r = reply.to_vec();
+            r.retain(|(k, _)| *k != n);
+            r.push((n, v));
+            assert!(!scan(&r).may_carry_local_reply(), "{n}: {v}");
+        }
+        let no_length = [(":status", "503"), ("content-type", "text/plain")];
+        assert!(!scan(&no_length).may_carry_local_reply(), "unbounded body");
+        let rbac = [(":status", "403"), ("content-length", "19")];
+        assert!(scan(&rbac).may_carry_local_reply());
     }
 
     #[test]

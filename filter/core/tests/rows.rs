@@ -583,6 +583,29 @@ fn it_credits_an_upstream_proxy() {
 }
 
 #[test]
+fn an_upstream_proxys_policy_reply_stays_failing_across_the_hop() {
+    // The server sidecar's RBAC 403 reaches the client sidecar as `via_upstream`; 403 is not in
+    // the default failure_statuses, but it was a failing local reply at that hop.
+    let mut s = sig(Some(403), &[], "via_upstream");
+    assert!(!is_failing(&s, &Config::default()), "a plain app 403");
+    s.upstream = local_reply_class(b"RBAC: access denied").unwrap();
+    check(
+        &s,
+        Class::AuthzDenied,
+        Layer::L7,
+        Origin::UpstreamProxy,
+        Side::Upstream,
+        &[],
+    );
+    let mut ok = sig(Some(200), &[], "via_upstream");
+    ok.upstream = local_reply_class(b"no healthy upstream").unwrap();
+    assert!(
+        !is_failing(&ok, &Config::default()),
+        "a 200 is never failing"
+    );
+}
+
+#[test]
 fn hints_from_context() {
     let mut s = sig(
         Some(503),
