@@ -5,10 +5,13 @@
 use socket2::SockRef;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+/// Requests `/flaky/N` has seen (all servers of the process).
+static FLAKY: AtomicU64 = AtomicU64::new(0);
 
 /// A server thread that stops when dropped.
 pub struct Upstream {
@@ -178,6 +181,16 @@ fn respond(s: &mut TcpStream, req: &Request) -> bool {
             false
         }
         "rst-large" => ok(s, 200, "", "small enough\n"),
+        // Fails N % of requests, spread evenly (Bresenham over one server-wide counter).
+        "flaky" => {
+            let k = FLAKY.fetch_add(1, Ordering::SeqCst);
+            let n = num.min(100);
+            if (k + 1) * n / 100 > k * n / 100 {
+                ok(s, 503, "", "flaky\n")
+            } else {
+                ok(s, 200, "", "ok\n")
+            }
+        }
         "half-headers" => {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/pl");
             let _ = s.shutdown(Shutdown::Both);

@@ -14,6 +14,7 @@ pub mod signals;
 pub mod taxonomy;
 pub mod upstream;
 pub mod verdict;
+pub mod window;
 pub mod wire;
 
 pub use classify::{classify, is_failing, Outcome};
