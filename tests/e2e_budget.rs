@@ -95,7 +95,12 @@ fn a_retry_storm_marks_failures_until_traffic_calms() {
     };
     let (scn, v) = hinted;
     assert_eq!(
-        (v.layer.as_str(), v.class(), v.get("origin"), v.get("attempts")),
+        (
+            v.layer.as_str(),
+            v.class(),
+            v.get("origin"),
+            v.get("attempts")
+        ),
         ("l7", "app_error", Some("app"), Some("3")),
         "{v:?}"
     );
@@ -103,9 +108,7 @@ fn a_retry_storm_marks_failures_until_traffic_calms() {
     hints.sort_unstable();
     assert_eq!(hints, ["retries_exhausted", "retry_budget_exceeded"]);
     assert!(
-        logged(&b, &scn)
-            .hints()
-            .contains(&"retry_budget_exceeded"),
+        logged(&b, &scn).hints().contains(&"retry_budget_exceeded"),
         "the access log carries the hint too"
     );
 
@@ -119,7 +122,10 @@ fn a_retry_storm_marks_failures_until_traffic_calms() {
         .wait_metric(RETRY_BUDGET_EXCEEDED, &[OUT], budget_before + 1.0);
     assert!(exceeded >= budget_before + 1.0, "{exceeded}");
     let ratio = b.envoy.metric(RETRY_RATIO, &[OUT]);
-    assert!(ratio > 100.0, "retry ratio gauge {ratio} should exceed the 10 % budget");
+    assert!(
+        ratio > 100.0,
+        "retry ratio gauge {ratio} should exceed the 10 % budget"
+    );
 
     // Calm: successes only on the same cluster; once the storm has left the 2 s window a
     // failing response no longer gets the hint, and the gauge falls under the budget.
@@ -163,7 +169,13 @@ fn large_uploads_that_fail_are_marked_and_the_concentration_shows() {
     let small = vec![b's'; 100];
     let large = vec![b'L'; 20_000];
     for i in 0..6 {
-        let r = send(&b, "POST", "/app/rst-large/10000", &format!("small-{i}"), &small);
+        let r = send(
+            &b,
+            "POST",
+            "/app/rst-large/10000",
+            &format!("small-{i}"),
+            &small,
+        );
         assert_eq!(r.status, 200, "{r:?}");
         assert!(r.header("x-meshtriage").is_none());
     }
@@ -175,7 +187,12 @@ fn large_uploads_that_fail_are_marked_and_the_concentration_shows() {
         // The upstream read the whole body, then reset before answering: Envoy's UC.
         assert_eq!(
             (v.layer.as_str(), v.class(), v.get("origin"), v.get("side")),
-            ("l4", "connection_terminated", Some("proxy"), Some("upstream")),
+            (
+                "l4",
+                "connection_terminated",
+                Some("proxy"),
+                Some("upstream")
+            ),
             "{v:?}"
         );
         assert_eq!(v.hints(), ["large_payload"], "{v:?}");
@@ -225,4 +242,25 @@ fn large_uploads_that_fail_are_marked_and_the_concentration_shows() {
     let all_sum = sum(REQUEST_BYTES, &[OUT]);
     assert!(near(all_sum, 100_600.0), "{all_sum}");
     assert_eq!(bucket(REQUEST_BYTES, &[OUT], "100"), 6.0);
+
+    // An upstream that resets while the 2 MB body is still being sent (it never reads it):
+    // Envoy reports the same UC before any response, and enough bytes passed for the hint.
+    let r = send(
+        &b,
+        "POST",
+        "/app/rst-early/100000",
+        "early",
+        &vec![b'E'; 2_000_000],
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    let v = verdict_of(&r).unwrap_or_else(|| panic!("no verdict: {r:?}"));
+    assert_eq!(
+        (v.layer.as_str(), v.class(), v.get("flags")),
+        ("l4", "connection_terminated", Some("UC")),
+        "{v:?}"
+    );
+    assert_eq!(v.hints(), ["large_payload"], "{v:?}");
+    assert_eq!(logged(&b, "early").hints(), ["large_payload"]);
+    let small = send(&b, "POST", "/app/rst-early/100000", "early-small", &small);
+    assert_eq!(small.status, 200, "{small:?}");
 }

@@ -160,7 +160,13 @@ mod abi {
     ) -> u32 {
         1
     }
-    pub unsafe fn proxy_set_shared_data(_: *const u8, _: usize, _: *const u8, _: usize, _: u32) -> u32 {
+    pub unsafe fn proxy_set_shared_data(
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+        _: u32,
+    ) -> u32 {
         1
     }
     pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {

@@ -116,10 +116,7 @@ pub fn flush(settings: &Settings) {
     for dir in Direction::ALL {
         let i = dir_index(dir);
         if let Some(n) = ev.newly_over.get(i).filter(|n| **n > 0) {
-            log::info!(
-                "retries over budget on {n} {} cluster(s)",
-                dir.as_str()
-            );
+            log::info!("retries over budget on {n} {} cluster(s)", dir.as_str());
             for _ in 0..*n {
                 metrics::count(names::retry_budget_exceeded(dir));
             }
@@ -134,10 +131,7 @@ pub fn flush(settings: &Settings) {
 /// The gauges to record: for directions this window has seen, or that this worker last set
 /// to a non-zero value (so they fall back to 0). Another plugin in the same VM, tracking other
 /// directions, is thus never overwritten with zeros.
-fn gauges(
-    w: &mut Worker,
-    ev: &meshtriage_core::window::Evaluation,
-) -> Vec<(Direction, u64, u64)> {
+fn gauges(w: &mut Worker, ev: &meshtriage_core::window::Evaluation) -> Vec<(Direction, u64, u64)> {
     let mut out = Vec::new();
     for dir in Direction::ALL {
         let i = dir_index(dir);

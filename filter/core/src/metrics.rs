@@ -168,9 +168,15 @@ mod tests {
             TCP_CONNECTIONS
         );
         for (name, base) in [
-            (retry_budget_exceeded(Direction::Outbound), RETRY_BUDGET_EXCEEDED),
+            (
+                retry_budget_exceeded(Direction::Outbound),
+                RETRY_BUDGET_EXCEEDED,
+            ),
             (retry_ratio(Direction::Outbound), RETRY_RATIO),
-            (large_payload_failure_ratio(Direction::Outbound), LARGE_PAYLOAD_FAILURE_RATIO),
+            (
+                large_payload_failure_ratio(Direction::Outbound),
+                LARGE_PAYLOAD_FAILURE_RATIO,
+            ),
             (request_bytes(Direction::Outbound), REQUEST_BYTES),
         ] {
             assert_eq!(

@@ -387,10 +387,7 @@ impl Table {
 
     fn try_decode(bytes: &[u8], layout: Layout) -> Option<Table> {
         let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC
-            || r.u32()? != layout.bucket_seconds
-            || r.u32()? != layout.buckets
-        {
+        if r.take(4)? != MAGIC || r.u32()? != layout.bucket_seconds || r.u32()? != layout.buckets {
             return None;
         }
         let n = usize::from(r.u16()?);
@@ -531,7 +528,10 @@ mod tests {
         let mut t = Table::new(Layout::new(2));
         flush(&mut t, 100, "c_app", 4, Counts::request(3, true, false));
         let ev = t.evaluate(100, &b);
-        assert!(!t.over_budget(OUT, "c_app"), "4 requests are below min_requests");
+        assert!(
+            !t.over_budget(OUT, "c_app"),
+            "4 requests are below min_requests"
+        );
         assert_eq!(ev.newly_over, [0, 0, 0]);
         assert_eq!(ev.retry_permille, [0, 0, 0]);
 
@@ -553,7 +553,10 @@ mod tests {
         // Calm: only successes without retries; second 100 leaves the window at 102.
         flush(&mut t, 102, "c_app", 30, Counts::request(1, false, false));
         t.evaluate(102, &b);
-        assert!(t.over_budget(OUT, "c_app"), "second 101 is still in the window");
+        assert!(
+            t.over_budget(OUT, "c_app"),
+            "second 101 is still in the window"
+        );
         t.evaluate(103, &b);
         assert!(!t.over_budget(OUT, "c_app"));
         // With nothing left in the window the entry is dropped.
@@ -611,7 +614,13 @@ mod tests {
         let mut t = Table::new(Layout::new(10));
         flush(&mut t, 1, "old", 1, Counts::request(1, false, false));
         for i in 0..MAX_CLUSTERS {
-            flush(&mut t, 2, &format!("c{i}"), 1, Counts::request(1, false, false));
+            flush(
+                &mut t,
+                2,
+                &format!("c{i}"),
+                1,
+                Counts::request(1, false, false),
+            );
         }
         assert_eq!(t.len(), MAX_CLUSTERS);
         t.evaluate(2, &b);
@@ -638,7 +647,13 @@ mod tests {
         let b = budget(0.1, 5, 1);
         let layout = Layout::new(5);
         let mut t = Table::new(layout);
-        flush(&mut t, 1000, "outbound|80||a.ns.svc", 3, Counts::request(2, true, true));
+        flush(
+            &mut t,
+            1000,
+            "outbound|80||a.ns.svc",
+            3,
+            Counts::request(2, true, true),
+        );
         let mut p = Pending::default();
         p.record(IN, "inbound|8080||", Counts::request(1, false, false));
         t.merge(1001, &p);
