@@ -226,8 +226,8 @@ pub fn fault(name: &str) -> Vec<String> {
         "mtu_black_hole" => vec![format!("-A OUTPUT -p tcp --sport {p} -m length --length 1000:65535 -j DROP")],
         // The first SYN-ACK of every connection is lost: each connect takes one retransmission (~1 s).
         "handshake_loss" => vec![format!("-A OUTPUT -p tcp --sport {p} --tcp-flags SYN,ACK SYN,ACK -m connbytes --connbytes 0:1 --connbytes-dir reply --connbytes-mode packets -j DROP")],
-        // Heavy random loss on everything the upstream sends.
-        "heavy_loss" => vec![format!("-A OUTPUT -p tcp --sport {p} -m statistic --mode random --probability 0.6 -j DROP")],
+        // Heavy random loss (85 %) on everything the upstream sends.
+        "heavy_loss" => vec![format!("-A OUTPUT -p tcp --sport {p} -m statistic --mode random --probability 0.85 -j DROP")],
         other => panic!("unknown fault {other}"),
     }
 }

@@ -5,10 +5,13 @@
 use socket2::SockRef;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+/// Requests `/flaky/N` has seen (all servers of the process).
+static FLAKY: AtomicU64 = AtomicU64::new(0);
 
 /// A server thread that stops when dropped.
 pub struct Upstream {
@@ -125,6 +128,17 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let mut body_len = 0;
     if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        let limit = path
+            .split_once("/rst-early/")
+            .and_then(|(_, n)| n.parse::<usize>().ok());
+        if limit.is_some_and(|n| len >= n) {
+            // Decide on the declared length alone: `respond` resets with the body unread.
+            return Some(Request {
+                path,
+                headers,
+                body_len: len,
+            });
+        }
         let mut body = vec![0; len];
         r.read_exact(&mut body).ok()?;
         body_len = len;
@@ -223,6 +237,22 @@ fn respond(s: &mut TcpStream, req: &Request) -> bool {
             false
         }
         "rst-large" => ok(s, 200, "", "small enough\n"),
+        // Like rst-large, but resets while the body is still being sent (it is never read).
+        "rst-early" if req.body_len >= num as usize => {
+            reset(s);
+            false
+        }
+        "rst-early" => ok(s, 200, "", "small enough\n"),
+        // Fails N % of requests, spread evenly (Bresenham over one server-wide counter).
+        "flaky" => {
+            let k = FLAKY.fetch_add(1, Ordering::SeqCst);
+            let n = num.min(100);
+            if (k + 1) * n / 100 > k * n / 100 {
+                ok(s, 503, "", "flaky\n")
+            } else {
+                ok(s, 200, "", "ok\n")
+            }
+        }
         "half-headers" => {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/pl");
             let _ = s.shutdown(Shutdown::Both);

@@ -18,7 +18,11 @@ pub enum Map {
 const STATUS_OK: u32 = Status::Ok as u32;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = BufferType::PluginConfiguration as u32;
 const BUFFER_RESPONSE_BODY: u32 = BufferType::HttpResponseBody as u32;
+const STATUS_NOT_FOUND: u32 = Status::NotFound as u32;
+const STATUS_CAS_MISMATCH: u32 = Status::CasMismatch as u32;
 const METRIC_COUNTER: u32 = MetricType::Counter as u32;
+const METRIC_GAUGE: u32 = MetricType::Gauge as u32;
+const METRIC_HISTOGRAM: u32 = MetricType::Histogram as u32;
 
 #[cfg(target_arch = "wasm32")]
 mod abi {
@@ -68,7 +72,23 @@ mod abi {
             out_id: *mut u32,
         ) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        pub fn proxy_record_metric(id: u32, value: u64) -> u32;
+        pub fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            out: *mut *mut u8,
+            out_size: *mut usize,
+            cas: *mut u32,
+        ) -> u32;
+        pub fn proxy_set_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
         pub fn proxy_get_current_time_nanoseconds(out: *mut u64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     }
 }
 
@@ -129,7 +149,31 @@ mod abi {
     pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
         1
     }
+    pub unsafe fn proxy_record_metric(_: u32, _: u64) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_get_shared_data(
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+        _: *mut u32,
+    ) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_set_shared_data(
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+        _: u32,
+    ) -> u32 {
+        1
+    }
     pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {
+        1
+    }
+    pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
         1
     }
 }
@@ -253,12 +297,28 @@ pub fn response_body(max: usize) -> Option<Vec<u8>> {
     (status == STATUS_OK).then_some(value).flatten()
 }
 
-pub fn define_counter(name: &str) -> Option<u32> {
+/// Kinds of host metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+pub fn define_metric(kind: Metric, name: &str) -> Option<u32> {
+    let kind = match kind {
+        Metric::Counter => METRIC_COUNTER,
+        Metric::Gauge => METRIC_GAUGE,
+        Metric::Histogram => METRIC_HISTOGRAM,
+    };
     let mut id = 0;
     // SAFETY: pointers are valid for the duration of the call.
-    let status =
-        unsafe { abi::proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    let status = unsafe { abi::proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
     (status == STATUS_OK).then_some(id)
+}
+
+pub fn define_counter(name: &str) -> Option<u32> {
+    define_metric(Metric::Counter, name)
 }
 
 pub fn increment(id: u32, by: i64) -> bool {
@@ -266,12 +326,64 @@ pub fn increment(id: u32, by: i64) -> bool {
     unsafe { abi::proxy_increment_metric(id, by) == STATUS_OK }
 }
 
-/// The host's wall clock in nanoseconds since the epoch; `None` on any host error.
+/// Sets a gauge or records a histogram sample.
+pub fn record(id: u32, value: u64) -> bool {
+    // SAFETY: plain values.
+    unsafe { abi::proxy_record_metric(id, value) == STATUS_OK }
+}
+
+/// Shared data (VM-wide across workers): `Some((value, cas))`, `value` `None` when the key does
+/// not exist yet; `None` on any other host error.
+pub fn shared_data(key: &str) -> Option<(Option<Vec<u8>>, u32)> {
+    let mut data = null_mut();
+    let mut size = 0;
+    let mut cas = 0;
+    // SAFETY: as in `property`.
+    let status = unsafe {
+        abi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+    };
+    let value = take(data, size);
+    match status {
+        STATUS_OK => Some((Some(value.unwrap_or_default()), cas)),
+        STATUS_NOT_FOUND => Some((None, 0)),
+        _ => None,
+    }
+}
+
+/// What a compare-and-swap write of shared data did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetShared {
+    Done,
+    /// Another worker wrote since our read: read again and retry.
+    CasMismatch,
+    Failed,
+}
+
+/// Writes shared data if it is still at `cas` (0: unconditionally, for a new key).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> SetShared {
+    // SAFETY: pointers are valid for the duration of the call.
+    let status = unsafe {
+        abi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    };
+    match status {
+        STATUS_OK => SetShared::Done,
+        STATUS_CAS_MISMATCH => SetShared::CasMismatch,
+        _ => SetShared::Failed,
+    }
+}
+
+/// Wall-clock time in nanoseconds since the epoch.
 pub fn now_nanos() -> Option<u64> {
-    let mut now = 0u64;
-    // SAFETY: a valid pointer for the duration of the call.
-    let status = unsafe { abi::proxy_get_current_time_nanoseconds(&mut now) };
-    (status == STATUS_OK).then_some(now)
+    let mut t = 0;
+    // SAFETY: plain out pointer.
+    let status = unsafe { abi::proxy_get_current_time_nanoseconds(&mut t) };
+    (status == STATUS_OK).then_some(t)
+}
+
+/// Asks for `on_tick` on the calling root context every `ms` milliseconds.
+pub fn set_tick_period(ms: u32) -> bool {
+    // SAFETY: plain value.
+    unsafe { abi::proxy_set_tick_period_milliseconds(ms) == STATUS_OK }
 }
 
 /// Logs through the host, ignoring failures (a log line must never take the VM down).

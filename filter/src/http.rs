@@ -7,6 +7,7 @@
 use crate::host::{self, Map};
 use crate::metrics;
 use crate::root::Settings;
+use crate::window;
 use meshtriage_core::flags::ResponseFlags;
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
@@ -14,6 +15,7 @@ use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan
 use meshtriage_core::upstream::{
     bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
 };
+use meshtriage_core::window::Counts;
 use meshtriage_core::wire::HeaderPairs;
 use meshtriage_core::{classify, is_failing, Direction, Phase, Signals, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -35,6 +37,10 @@ pub struct HttpFilter {
     hop_by_hop: HopByHop,
     grpc_trailer: Option<u32>,
     verdict: Option<Verdict>,
+    /// Request body bytes that passed this filter (summed in the body callback: no host call).
+    request_bytes: u64,
+    /// `xds.cluster_name`, read at most once (`Some(None)`: no cluster, e.g. no route).
+    cluster: Option<Option<String>>,
     /// A failing response whose small body may be another Envoy's local reply: read as it
     /// passes, it refines the verdict at the end of the stream.
     probe: Option<Box<BodyProbe>>,
@@ -60,6 +66,8 @@ impl HttpFilter {
             grpc_trailer: None,
             verdict: None,
             probe: None,
+            request_bytes: 0,
+            cluster: None,
         }
     }
 
@@ -70,10 +78,24 @@ impl HttpFilter {
         })
     }
 
+    fn cluster(&mut self) -> Option<&str> {
+        self.cluster
+            .get_or_insert_with(|| host::property_string(b"xds\0cluster_name"))
+            .as_deref()
+    }
+
+    /// The request's cluster was over its retry budget at this worker's last window flush.
+    fn retry_budget_exceeded(&mut self, dir: Direction) -> bool {
+        let settings = self.settings.clone();
+        self.cluster()
+            .is_some_and(|c| window::over_budget(&settings, dir, c))
+    }
+
     /// Reads the properties a classification needs (failure path only).
     fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
         let dir = self.direction();
         let in_log = phase == Phase::Log;
+        let retry_budget_exceeded = self.retry_budget_exceeded(dir);
         Signals {
             phase,
             status,
@@ -93,16 +115,12 @@ impl HttpFilter {
             } else {
                 0
             },
-            request_body_bytes: if in_log {
-                host::property_u64(b"request\0size").unwrap_or(0)
-            } else {
-                0
-            },
+            request_body_bytes: self.request_bytes,
             hop_by_hop: self.hop_by_hop,
             upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate")
                 .is_some_and(|s| s.starts_with("spiffe://")),
             connect_nanos: host::property_u64(b"upstream\0cx_pool_ready_duration"),
-            retry_budget_exceeded: false,
+            retry_budget_exceeded,
             upstream: UpstreamEvidence::None,
         }
     }
@@ -274,13 +292,38 @@ impl HttpFilter {
                 }
             }
         }
+        self.account(dir);
         let Some(v) = &self.verdict else {
             return;
         };
         metrics::count(names::failures(dir, v.layer, v.class, v.origin, v.side));
+        metrics::histogram(
+            names::failed_request_bytes(dir, v.layer),
+            self.request_bytes,
+        );
         let text = v.encode(self.settings.config.include_detail);
         if !host::set_filter_state(FILTER_STATE, text.as_bytes()) {
             metrics::internal_error("could not set filter state");
+        }
+    }
+
+    /// Every request: the request-size histogram and the window (retry budget, payload
+    /// sizes). Host calls: one histogram sample and `upstream.request_attempt_count`; the
+    /// cluster name only when the request reached a cluster (attempts ≥ 1).
+    fn account(&mut self, dir: Direction) {
+        metrics::record_request_bytes(dir, self.request_bytes);
+        let attempts = host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0);
+        if attempts == 0 {
+            return;
+        }
+        let counts = Counts::request(
+            attempts,
+            self.verdict.is_some(),
+            self.request_bytes >= self.settings.config.large_payload_bytes,
+        );
+        let settings = self.settings.clone();
+        if let Some(cluster) = self.cluster() {
+            window::record(&settings, dir, cluster, counts);
         }
     }
 }
@@ -288,6 +331,12 @@ impl HttpFilter {
 impl Context for HttpFilter {}
 
 impl HttpContext for HttpFilter {
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        // Envoy passes the size of this chunk (the filter never buffers).
+        self.request_bytes = self.request_bytes.saturating_add(body_size as u64);
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.on_response_headers(end_of_stream)
     }

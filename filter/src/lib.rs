@@ -7,6 +7,7 @@ mod http;
 mod metrics;
 mod root;
 mod tcp;
+mod window;
 
 proxy_wasm::main! {{
     let _ = log::set_logger(&host::HostLogger);

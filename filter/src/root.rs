@@ -5,6 +5,7 @@ use crate::host;
 use crate::http::HttpFilter;
 use crate::metrics;
 use crate::tcp::TcpFilter;
+use crate::window;
 use meshtriage_core::{config, Config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
@@ -30,6 +31,9 @@ fn remember(plugin: &str, config: &Config) {
     });
 }
 
+/// How often each worker merges its window delta into shared data.
+const TICK_MS: u32 = 1000;
+
 /// Root id that selects the network (L4) filter; anything else is the HTTP filter.
 pub const TCP_ROOT_ID: &str = "meshtriage-tcp";
 
@@ -39,6 +43,8 @@ pub struct Settings {
     pub config: Config,
     /// This proxy's identity, written as `hop`.
     pub hop: String,
+    /// Shared-data key of this plugin's sliding window (retry budget, payload sizes).
+    pub window_key: String,
 }
 
 #[derive(Default)]
@@ -91,9 +97,22 @@ impl RootContext for Root {
             }
         };
         let hop = sanitize_hop(hop_identity(&config));
-        self.settings = Rc::new(Settings { config, hop });
+        let window_key = format!("meshtriage.window.{plugin}");
+        self.settings = Rc::new(Settings {
+            config,
+            hop,
+            window_key,
+        });
+        if !self.tcp && !host::set_tick_period(TICK_MS) {
+            metrics::internal_error("could not set the tick period");
+        }
         // Never refuse: a refused configuration blocks the whole Envoy/Istio push.
         true
+    }
+
+    /// Once per second: flush this worker's window delta into shared data (HTTP role only).
+    fn on_tick(&mut self) {
+        window::flush(&self.settings);
     }
 
     fn get_type(&self) -> Option<ContextType> {

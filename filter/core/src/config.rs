@@ -308,8 +308,8 @@ pub const KEYS: [(&str, &str, &str); 10] = [
     ("grpc_failure_codes", "[2, 4, 8, 12, 13, 14, 15]", "gRPC codes that count as failing"),
     ("include_detail", "true", "write `detail` (response code details) into the header"),
     ("proxy_status", "false", "also append an RFC 9209 `Proxy-Status` entry with the precise error type"),
-    ("large_payload_bytes", "1048576", "size from which the `large_payload` hint applies"),
-    ("retry_budget", "{\"ratio\": 0.1, \"window_seconds\": 10, \"min_requests\": 20}", "retries allowed per request over the window, and the volume below which no verdict is made"),
+    ("large_payload_bytes", "1048576", "request or response body size from which a failing request gets the `large_payload` hint (and a request counts as large for the payload-size signal)"),
+    ("retry_budget", "{\"ratio\": 0.1, \"window_seconds\": 10, \"min_requests\": 20}", "per cluster: retries allowed per request over a sliding window (retry budget = baseline requests per second × `ratio`), and the request volume in the window below which no verdict is made; see docs/decision-tree.md"),
 ];
 
 #[cfg(test)]

@@ -153,6 +153,11 @@ pub fn metrics_markdown() -> String {
         (metrics::CONFIG_ERRORS, "—"),
         (metrics::INTERNAL_ERRORS, "—"),
         (metrics::MALFORMED_UPSTREAM, "—"),
+        (metrics::RETRY_BUDGET_EXCEEDED, "`dir`"),
+        (metrics::RETRY_RATIO, "`dir` (gauge)"),
+        (metrics::LARGE_PAYLOAD_FAILURE_RATIO, "`dir` (gauge)"),
+        (metrics::REQUEST_BYTES, "`dir` (histogram)"),
+        (metrics::FAILED_REQUEST_BYTES, "`dir`, `layer` (histogram)"),
     ] {
         let _ = writeln!(out, "| `{m}` | {labels} |");
     }

@@ -16,6 +16,7 @@ pub mod taxonomy;
 pub mod tcp;
 pub mod upstream;
 pub mod verdict;
+pub mod window;
 pub mod wire;
 
 pub use classify::{classify, is_failing, Outcome};

@@ -14,6 +14,19 @@ pub const CONFIG_ERRORS: &str = "meshtriage_config_errors_total";
 pub const INTERNAL_ERRORS: &str = "meshtriage_internal_errors_total";
 /// Upstream verdict headers that were not RFC 8941 and were dropped.
 pub const MALFORMED_UPSTREAM: &str = "meshtriage_malformed_upstream_verdicts_total";
+/// Counter: a cluster's retries went over the retry budget (one per episode, VM-wide).
+pub const RETRY_BUDGET_EXCEEDED: &str = "meshtriage_retry_budget_exceeded_total";
+/// Gauge: highest retries-per-request ratio (per-mille) among the direction's clusters with at
+/// least `retry_budget.min_requests` requests in the window. Per direction, not per cluster:
+/// cluster names are unbounded.
+pub const RETRY_RATIO: &str = "meshtriage_retry_ratio_permille";
+/// Gauge: failure ratio of large requests minus that of the others (per-mille, floored at 0)
+/// over the window, all clusters of the direction together.
+pub const LARGE_PAYLOAD_FAILURE_RATIO: &str = "meshtriage_large_payload_failure_ratio_permille";
+/// Histogram: request body bytes of every request.
+pub const REQUEST_BYTES: &str = "meshtriage_request_bytes";
+/// Histogram: request body bytes of failing requests, by layer.
+pub const FAILED_REQUEST_BYTES: &str = "meshtriage_failed_request_bytes";
 
 /// Every tag the plugin writes, in the order names carry them.
 pub const TAGS: [&str; 6] = ["dir", "layer", "class", "origin", "side", "header"];
@@ -52,6 +65,29 @@ pub fn failures(dir: Direction, layer: Layer, class: Class, origin: Origin, side
             ("origin", origin.as_str()),
             ("side", side.as_str()),
         ],
+    )
+}
+
+pub fn retry_budget_exceeded(dir: Direction) -> String {
+    tagged(RETRY_BUDGET_EXCEEDED, &[("dir", dir.as_str())])
+}
+
+pub fn retry_ratio(dir: Direction) -> String {
+    tagged(RETRY_RATIO, &[("dir", dir.as_str())])
+}
+
+pub fn large_payload_failure_ratio(dir: Direction) -> String {
+    tagged(LARGE_PAYLOAD_FAILURE_RATIO, &[("dir", dir.as_str())])
+}
+
+pub fn request_bytes(dir: Direction) -> String {
+    tagged(REQUEST_BYTES, &[("dir", dir.as_str())])
+}
+
+pub fn failed_request_bytes(dir: Direction, layer: Layer) -> String {
+    tagged(
+        FAILED_REQUEST_BYTES,
+        &[("dir", dir.as_str()), ("layer", layer.as_str())],
     )
 }
 
@@ -131,6 +167,26 @@ mod tests {
             extract(&tcp_connections(Direction::Inbound)).0,
             TCP_CONNECTIONS
         );
+        for (name, base) in [
+            (
+                retry_budget_exceeded(Direction::Outbound),
+                RETRY_BUDGET_EXCEEDED,
+            ),
+            (retry_ratio(Direction::Outbound), RETRY_RATIO),
+            (
+                large_payload_failure_ratio(Direction::Outbound),
+                LARGE_PAYLOAD_FAILURE_RATIO,
+            ),
+            (request_bytes(Direction::Outbound), REQUEST_BYTES),
+        ] {
+            assert_eq!(
+                extract(&name),
+                (base.to_string(), vec![("dir".into(), "outbound".into())])
+            );
+        }
+        let (base, tags) = extract(&failed_request_bytes(Direction::Inbound, Layer::L7));
+        assert_eq!(base, FAILED_REQUEST_BYTES);
+        assert_eq!(tags[1], ("layer".into(), "l7".into()));
     }
 
     #[test]
