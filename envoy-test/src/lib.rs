@@ -13,6 +13,7 @@ pub mod bed;
 pub mod certs;
 pub mod client;
 pub mod envoy;
+pub mod hostile;
 pub mod paths;
 pub mod scenario;
 pub mod upstream;

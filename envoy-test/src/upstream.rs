@@ -23,7 +23,8 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Upstream {
+/// Serves each connection of `listener` with `handler` on its own thread.
+pub fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Upstream {
     let port = listener.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

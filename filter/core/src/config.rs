@@ -169,6 +169,10 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Config::default());
     }
+    // serde would read a JSON array into the struct field by field: only an object is a config.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(err("(document)", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -392,6 +396,10 @@ mod tests {
         assert_eq!(field("[]"), "(document)");
         assert_eq!(field("{} {}"), "(document)");
         assert_eq!(field("\u{ff}"), "(document)");
+        // An array is not read field by field into the struct.
+        let all_null = "[null,null,null,null,null,null,null,null,null,null]";
+        assert_eq!(field(all_null), "(document)");
+        assert_eq!(field("[false]"), "(document)");
     }
 
     #[test]
