@@ -40,7 +40,7 @@ tools:
 	  { apt-get update -qq && apt-get install -y -qq curl openssl >/dev/null; }
 
 wasm: targets
-	cargo build --release --target wasm32-wasip1 -p meshtriage
+	cargo build --release --target wasm32-wasip1 -p meshtriage -p meshtriage-panic-fixture
 	@ls -l $(WASM) | awk '{print "built $(WASM):", $$5, "bytes"}'
 
 lint: targets
