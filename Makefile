@@ -7,7 +7,7 @@ WASM := target/wasm32-wasip1/release/meshtriage.wasm
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs clean
+.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs clean fuzz soak
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -59,6 +59,15 @@ e2e: wasm venv tools
 
 istio:
 	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
+
+## fuzz: the property tests (tests/props.rs) with many more cases than `make unit` runs
+PROPTEST_CASES_FUZZ ?= 20000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES_FUZZ) cargo test --release -p meshtriage-core --test props
+
+## soak: 1M mixed requests through Envoy with the plugin; prints memory and error figures
+soak: wasm venv
+	cargo run -q --release -p meshtriage-envoy-test --bin soak
 
 ## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
 docs:

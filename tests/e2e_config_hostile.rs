@@ -83,17 +83,38 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
         (obj(json!({"expose_header": "no"})), "expose_header"),
         (obj(json!({"hop": 7})), "hop"),
         (obj(json!({"hop": "h".repeat(1 << 20)})), "hop"),
-        (obj(json!({"trust_upstream": "sometimes"})), "trust_upstream"),
+        (
+            obj(json!({"trust_upstream": "sometimes"})),
+            "trust_upstream",
+        ),
         (obj(json!({"trust_upstream": 1})), "trust_upstream"),
         (obj(json!({"failure_statuses": "5xx"})), "failure_statuses"),
-        (obj(json!({"failure_statuses": [700]})), "failure_statuses[0]"),
-        (obj(json!({"grpc_failure_codes": [99]})), "grpc_failure_codes[0]"),
-        (obj(json!({"grpc_failure_codes": {"a": 1}})), "grpc_failure_codes"),
+        (
+            obj(json!({"failure_statuses": [700]})),
+            "failure_statuses[0]",
+        ),
+        (
+            obj(json!({"grpc_failure_codes": [99]})),
+            "grpc_failure_codes[0]",
+        ),
+        (
+            obj(json!({"grpc_failure_codes": {"a": 1}})),
+            "grpc_failure_codes",
+        ),
         (obj(json!({"include_detail": 1})), "include_detail"),
         (obj(json!({"proxy_status": "true"})), "proxy_status"),
-        (obj(json!({"large_payload_bytes": -1})), "large_payload_bytes"),
-        (obj(json!({"large_payload_bytes": 1e300})), "large_payload_bytes"),
-        (obj(json!({"retry_budget": {"ratio": "x"}})), "retry_budget.ratio"),
+        (
+            obj(json!({"large_payload_bytes": -1})),
+            "large_payload_bytes",
+        ),
+        (
+            obj(json!({"large_payload_bytes": 1e300})),
+            "large_payload_bytes",
+        ),
+        (
+            obj(json!({"retry_budget": {"ratio": "x"}})),
+            "retry_budget.ratio",
+        ),
         (
             obj(json!({"retry_budget": {"window_seconds": 99999}})),
             "retry_budget.window_seconds",
@@ -120,7 +141,13 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
         .zip(&ports)
         .enumerate()
         .map(|(i, ((cfg, _), port))| {
-            listener(&format!("l{i}"), *port, &format!("bad-{i}"), cfg.clone(), &log)
+            listener(
+                &format!("l{i}"),
+                *port,
+                &format!("bad-{i}"),
+                cfg.clone(),
+                &log,
+            )
         })
         .collect();
     let cfg = json!({
@@ -130,6 +157,16 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
     });
     // Envoy accepts every one of them (a refused configuration would fail the start).
     let envoy = Envoy::start(&cfg, &dir);
+    // The log is flushed asynchronously: wait (bounded) for the last bad plugin's line.
+    let last_bad = cases.iter().rposition(|(_, f)| !f.is_empty()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !config_error_lines(&envoy)
+        .iter()
+        .any(|l| l.contains(&format!("(plugin `bad-{last_bad}`)")))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let lines = config_error_lines(&envoy);
     let mut bad = Vec::new();
     for (i, ((_, field), port)) in cases.iter().zip(&ports).enumerate() {
@@ -293,8 +330,9 @@ fn a_config_update_good_bad_good_keeps_the_last_good_one() {
     // canary), which has no last good configuration and says so; the VMs serving traffic keep
     // theirs.
     assert!(
-        lines.iter().all(|l| l.contains("field `include_detail`")
-            && l.contains("(plugin `meshtriage`)")),
+        lines
+            .iter()
+            .all(|l| l.contains("field `include_detail`") && l.contains("(plugin `meshtriage`)")),
         "{lines:?}"
     );
     assert!(
@@ -304,7 +342,11 @@ fn a_config_update_good_bad_good_keeps_the_last_good_one() {
         "{lines:?}"
     );
     assert!(lds.envoy.wait_metric(CONFIG_ERRORS, &[], errors + 1.0) > errors);
-    assert_eq!(lds.verdict_header(), "x-first", "the last good config stays");
+    assert_eq!(
+        lds.verdict_header(),
+        "x-first",
+        "the last good config stays"
+    );
 
     // Non-JSON bytes: the same.
     lds.push("\u{1}\u{2} not json at all");

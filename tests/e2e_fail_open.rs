@@ -77,11 +77,19 @@ fn with_fail_open_a_plugin_panic_costs_only_the_request_that_hit_it() {
     let line = envoy.wait_access_log("scn=open-0 ").unwrap();
     assert!(line.contains("details=wasm_fail_stream"), "{line}");
     // The hook said why, on one line, before the VM went.
-    let log_text = envoy.log_text();
+    let hook_line = |text: &str| {
+        text.lines().any(|l| {
+            l.contains("[error]")
+                && l.contains("meshtriage: panic: panicked at")
+                && l.contains("deliberate panic in on_http_response_headers")
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !hook_line(&envoy.log_text()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(
-        log_text.lines().any(|l| l.contains("[error]")
-            && l.contains("meshtriage: panic: panicked at")
-            && l.contains("deliberate panic in on_http_response_headers")),
+        hook_line(&envoy.log_text()),
         "no one-line panic hook message\n{}",
         envoy.log_tail(60)
     );

@@ -96,9 +96,10 @@ impl HostileBed {
     /// failed by the plugin (`wasm_fail_stream`).
     fn assert_alive(&self) {
         let r = self.get(self.out, "/uf");
-        let v = verdict::parse(r.header("x-meshtriage").unwrap_or_else(|| {
-            panic!("VM no longer answers\n{}", self.envoy.diagnostics())
-        }));
+        let v = verdict::parse(
+            r.header("x-meshtriage")
+                .unwrap_or_else(|| panic!("VM no longer answers\n{}", self.envoy.diagnostics())),
+        );
         assert_eq!(v[0].class(), "connect_refused");
         let log = self.envoy.access_log_lines().join("\n");
         assert!(!log.contains("wasm_fail_stream"), "{log}");
@@ -117,7 +118,11 @@ fn bounded(r: &Response, what: &str) -> Vec<verdict::View> {
     let Some(value) = values.first() else {
         return Vec::new();
     };
-    assert!(value.len() <= MAX_HEADER_BYTES, "{what}: {} bytes", value.len());
+    assert!(
+        value.len() <= MAX_HEADER_BYTES,
+        "{what}: {} bytes",
+        value.len()
+    );
     let views = verdict::parse(value);
     assert!(
         !views.is_empty() && views.len() <= MAX_ENTRIES,
@@ -269,7 +274,11 @@ fn thousands_of_headers_are_envoys_call_then_the_plugins() {
     assert_eq!(r.status, 502, "{}", b.envoy.diagnostics());
     let views = bounded(&r, "default limits");
     assert_eq!(
-        (views[0].layer.as_str(), views[0].class(), views[0].get("origin")),
+        (
+            views[0].layer.as_str(),
+            views[0].class(),
+            views[0].get("origin")
+        ),
         ("l7", "upstream_protocol_error", Some("proxy")),
         "{}",
         b.envoy.diagnostics()
@@ -399,7 +408,9 @@ fn metric_series_are_bounded_by_construction() {
         _ => false,
     };
     for s in &second {
-        let labels = s.split_once('{').map_or("", |(_, l)| l.trim_end_matches('}'));
+        let labels = s
+            .split_once('{')
+            .map_or("", |(_, l)| l.trim_end_matches('}'));
         for kv in labels.split(',').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap();
             assert!(allowed(k, v.trim_matches('"')), "{s}");
@@ -423,7 +434,9 @@ impl HostileBed {
         let mut last = String::new();
         for _ in 0..100 {
             let now = self.envoy.prometheus();
-            let count = |t: &str| meshtriage_envoy_test::envoy::metric_in(t, "meshtriage_requests_total", &[]);
+            let count = |t: &str| {
+                meshtriage_envoy_test::envoy::metric_in(t, "meshtriage_requests_total", &[])
+            };
             if !last.is_empty() && count(&now) == count(&last) {
                 return now;
             }

@@ -31,7 +31,9 @@ fn head(status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> Vec<u8> {
 
 /// One valid verdict member of about 80 bytes.
 fn member(i: usize) -> String {
-    format!("l4;class=connect_refused;origin=proxy;side=upstream;hop=\"hop-{i:05}.hostile.example\"")
+    format!(
+        "l4;class=connect_refused;origin=proxy;side=upstream;hop=\"hop-{i:05}.hostile.example\""
+    )
 }
 
 /// The raw response for `name` (the last path segment), `None` when unknown.
@@ -43,10 +45,7 @@ pub fn response(name: &str) -> Option<Vec<u8>> {
         "ok" => head(status, &[], b"ok\n"),
         // ~40 KiB: one member with a huge parameter.
         "huge-member" => {
-            let big = format!(
-                "l4;class=connect_refused;hop=\"{}\"",
-                "h".repeat(40 * 1024)
-            );
+            let big = format!("l4;class=connect_refused;hop=\"{}\"", "h".repeat(40 * 1024));
             head(status, &[("x-meshtriage", big.as_bytes())], b"")
         }
         // ~40 KiB: 500 valid members on one line.
@@ -57,10 +56,8 @@ pub fn response(name: &str) -> Option<Vec<u8>> {
         // The same members, one header line each (the plugin sees 500 values).
         "many-lines" => {
             let all: Vec<String> = (0..MANY_MEMBERS).map(member).collect();
-            let pairs: Vec<(&str, &[u8])> = all
-                .iter()
-                .map(|m| ("x-meshtriage", m.as_bytes()))
-                .collect();
+            let pairs: Vec<(&str, &[u8])> =
+                all.iter().map(|m| ("x-meshtriage", m.as_bytes())).collect();
             head(status, &pairs, b"")
         }
         "malformed" => head(
@@ -95,8 +92,7 @@ pub fn response(name: &str) -> Option<Vec<u8>> {
         ),
         "many-headers" => {
             let names: Vec<String> = (0..MANY_HEADERS).map(|i| format!("x-h{i}")).collect();
-            let pairs: Vec<(&str, &[u8])> =
-                names.iter().map(|n| (n.as_str(), &b"v"[..])).collect();
+            let pairs: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"v"[..])).collect();
             head(status, &pairs, b"")
         }
         "grpc-absurd" => head(
@@ -109,7 +105,10 @@ pub fn response(name: &str) -> Option<Vec<u8>> {
         ),
         "grpc-negative" => head(
             status,
-            &[("content-type", b"application/grpc"), ("grpc-status", b"-14")],
+            &[
+                ("content-type", b"application/grpc"),
+                ("grpc-status", b"-14"),
+            ],
             b"",
         ),
         "grpc-two" => head(

@@ -258,7 +258,7 @@ impl TryFrom<RawConfig> for Config {
                         return Err(err(
                             &format!("failure_statuses[{i}]"),
                             format!("must be a status code 100-599, \"4xx\" or \"5xx\", not {got}"),
-                        ))
+                        ));
                     }
                 }
             }

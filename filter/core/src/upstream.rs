@@ -66,7 +66,11 @@ pub fn bound_entries(lines: &[&[u8]]) -> Result<Option<Entries>, sfv::Malformed>
     let Some(root) = kept.first() else {
         // Members that no bound can keep (one over 4 KiB) are not what a meshtriage hop
         // writes: malformed, like a syntax error.
-        return if total == 0 { Ok(None) } else { Err(sfv::Malformed) };
+        return if total == 0 {
+            Ok(None)
+        } else {
+            Err(sfv::Malformed)
+        };
     };
     let layer = root
         .item
@@ -241,7 +245,9 @@ mod tests {
     fn foreign_or_malformed_entries() {
         let e = bound_entries(&[b"whatever;x=1"]).unwrap().unwrap();
         assert_eq!(e.class, Class::Unclassified);
-        let e = bound_entries(&[b"unknown;class=connect_refused"]).unwrap().unwrap();
+        let e = bound_entries(&[b"unknown;class=connect_refused"])
+            .unwrap()
+            .unwrap();
         assert_eq!((e.layer, e.class), (Layer::Unknown, Class::Unclassified));
         let e = bound_entries(&[b"l4;class=unclassified"]).unwrap().unwrap();
         assert_eq!((e.layer, e.class), (Layer::Unknown, Class::Unclassified));

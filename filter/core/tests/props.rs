@@ -83,7 +83,8 @@ fn evidence() -> impl Strategy<Value = UpstreamEvidence> {
         Just(UpstreamEvidence::None),
         // What `bound_entries` can hand over: `unknown` only with `unclassified`.
         (layer(), class())
-            .prop_filter("consistent", |(l, c)| (*l == Layer::Unknown) == (*c == Class::Unclassified))
+            .prop_filter("consistent", |(l, c)| (*l == Layer::Unknown)
+                == (*c == Class::Unclassified))
             .prop_map(|(layer, class)| UpstreamEvidence::Verdicts { layer, class }),
         (nasty_text(), details(), any::<u64>()).prop_map(|(error, details, f)| {
             UpstreamEvidence::ProxyStatus {
@@ -125,7 +126,11 @@ fn signals() -> impl Strategy<Value = Signals> {
                 (log, status, flags, details, tfr, grpc, attempts, direction),
                 (started, chunked, resp, req, mtls, connect, budget, upstream),
             )| Signals {
-                phase: if log { Phase::Log } else { Phase::ResponseHeaders },
+                phase: if log {
+                    Phase::Log
+                } else {
+                    Phase::ResponseHeaders
+                },
                 status,
                 flags: ResponseFlags(flags),
                 details,
@@ -213,7 +218,10 @@ fn member() -> impl Strategy<Value = String> {
         prop_oneof![20 => 0usize..300, 1 => 28_000usize..42_000],
     )
         .prop_map(|(l, c, hop, pad)| {
-            format!("{l};class={c};hop=\"{hop}\";pad=\"{}\"", "p".repeat(pad / 7))
+            format!(
+                "{l};class={c};hop=\"{hop}\";pad=\"{}\"",
+                "p".repeat(pad / 7)
+            )
         })
 }
 
