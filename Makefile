@@ -7,7 +7,7 @@ WASM := target/wasm32-wasip1/release/meshtriage.wasm
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios clean
+.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -41,7 +41,7 @@ tools:
 	    echo "tools: could not install curl/openssl/iptables/iproute2 (not root?); the L4 lab tests will skip"; }
 
 wasm: targets
-	cargo build --release --target wasm32-wasip1 -p meshtriage
+	cargo build --release --target wasm32-wasip1 -p meshtriage -p meshtriage-panic-fixture
 	@ls -l $(WASM) | awk '{print "built $(WASM):", $$5, "bytes"}'
 
 lint: targets
@@ -64,6 +64,15 @@ istio:
 ## image: OCI image layout for Istio (target/istio/oci), no Docker daemon needed; prints the digest
 image: wasm
 	python3 istio/tools/build_image.py --tag $$(awk -F'"' '/^version/ {print $$2; exit}' Cargo.toml)
+
+## fuzz: the property tests (tests/props.rs) with many more cases than `make unit` runs
+PROPTEST_CASES_FUZZ ?= 20000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES_FUZZ) cargo test --release -p meshtriage-core --test props
+
+## soak: 1M mixed requests through Envoy with the plugin; prints memory and error figures
+soak: wasm venv
+	cargo run -q --release -p meshtriage-envoy-test --bin soak
 
 ## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
 docs:

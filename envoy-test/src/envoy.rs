@@ -197,6 +197,11 @@ impl Envoy {
         )
     }
 
+    /// Envoy's process id (for memory figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

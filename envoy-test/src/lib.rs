@@ -15,6 +15,7 @@ pub mod client;
 pub mod configs;
 pub mod envoy;
 pub mod gateway;
+pub mod hostile;
 pub mod mesh;
 pub mod netlab;
 pub mod paths;

@@ -12,6 +12,7 @@ use meshtriage_core::flags::ResponseFlags;
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
 use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
+use meshtriage_core::sfv;
 use meshtriage_core::upstream::{
     bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
 };
@@ -182,8 +183,14 @@ impl HttpFilter {
                 }
             }
             if kept_entries.is_none() {
-                if let Some(evidence) = scan.proxy_status.as_deref().and_then(parse_proxy_status) {
-                    s.upstream = evidence;
+                if let Some(ps) = scan.proxy_status.as_deref() {
+                    match parse_proxy_status(ps) {
+                        Some(evidence) => s.upstream = evidence,
+                        None if sfv::parse_list(ps).is_err() => {
+                            metrics::internal_error("malformed proxy-status from upstream")
+                        }
+                        None => {}
+                    }
                 }
             }
         }

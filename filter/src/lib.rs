@@ -13,6 +13,9 @@ proxy_wasm::main! {{
     let _ = log::set_logger(&host::HostLogger);
     log::set_max_level(log::LevelFilter::Info);
     // Last resort: a panic traps the VM; say why before it goes.
-    std::panic::set_hook(Box::new(|info| host::log(log::Level::Error, &format!("meshtriage: panic: {info}"))));
+    // One line (the message may hold newlines) so log collectors keep it whole.
+    std::panic::set_hook(Box::new(|info| {
+        host::log(log::Level::Error, &format!("meshtriage: panic: {info}").replace('\n', " "))
+    }));
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::<root::Root>::default() });
 }}

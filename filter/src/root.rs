@@ -91,7 +91,8 @@ impl RootContext for Root {
                     Some(c) => (c, "keeping the last good configuration"),
                     None => (Config::default(), "using the defaults"),
                 };
-                log::error!("{e}; {kept}");
+                // Named per plugin: one VM serves every listener's copy of the plugin.
+                log::error!("{e}; {kept} (plugin `{plugin}`)");
                 metrics::count(meshtriage_core::metrics::CONFIG_ERRORS.to_string());
                 config
             }

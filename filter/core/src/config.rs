@@ -169,16 +169,26 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Config::default());
     }
+    // serde would read a JSON array into the struct field by field: only an object is a config.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(err("(document)", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
         // The path already ends at an unknown key; serde also names it in its message.
+        // serde_path_to_error writes `?` for a position it could not name (truncated input):
+        // name the deepest known key instead, or the document.
+        let known = match path.find('?') {
+            Some(i) => path.get(..i).unwrap_or("").trim_end_matches('.'),
+            None => path.as_str(),
+        };
         let field = match msg.split('`').nth(1) {
-            Some(key) if path == "." && msg.starts_with("unknown field") => key.to_string(),
-            _ if path == "." => "(document)".to_string(),
-            _ => path,
+            Some(key) if known == "." && msg.starts_with("unknown field") => key.to_string(),
+            _ if known == "." || known.is_empty() => "(document)".to_string(),
+            _ => known.to_string(),
         };
         let reason = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         err(&field, reason)
@@ -241,12 +251,14 @@ impl TryFrom<RawConfig> for Config {
                         (base..base + 100).for_each(|code| set.insert(code));
                     }
                     other => {
+                        let got = match other {
+                            RawStatus::Code(c) => c.to_string(),
+                            RawStatus::Class(k) => format!("{k:?}"),
+                        };
                         return Err(err(
                             &format!("failure_statuses[{i}]"),
-                            format!(
-                                "must be a status code 100-599, \"4xx\" or \"5xx\", not {other:?}"
-                            ),
-                        ))
+                            format!("must be a status code 100-599, \"4xx\" or \"5xx\", not {got}"),
+                        ));
                     }
                 }
             }
@@ -392,6 +404,14 @@ mod tests {
         assert_eq!(field("[]"), "(document)");
         assert_eq!(field("{} {}"), "(document)");
         assert_eq!(field("\u{ff}"), "(document)");
+        // An array is not read field by field into the struct.
+        let all_null = "[null,null,null,null,null,null,null,null,null,null]";
+        assert_eq!(field(all_null), "(document)");
+        assert_eq!(field("[false]"), "(document)");
+        // Truncated documents.
+        assert_eq!(field(r#"{"header": "x-a""#), "(document)");
+        assert_eq!(field(r#"{"retry_budget": {"ratio": 0.5"#), "retry_budget");
+        assert_eq!(field("{"), "(document)");
     }
 
     #[test]

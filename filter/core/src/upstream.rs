@@ -64,7 +64,13 @@ pub fn bound_entries(lines: &[&[u8]]) -> Result<Option<Entries>, sfv::Malformed>
     }
     let kept: Vec<&sfv::Member> = members.iter().skip(start).collect();
     let Some(root) = kept.first() else {
-        return Ok(None);
+        // Members that no bound can keep (one over 4 KiB) are not what a meshtriage hop
+        // writes: malformed, like a syntax error.
+        return if total == 0 {
+            Ok(None)
+        } else {
+            Err(sfv::Malformed)
+        };
     };
     let layer = root
         .item
@@ -75,8 +81,10 @@ pub fn bound_entries(lines: &[&[u8]]) -> Result<Option<Entries>, sfv::Malformed>
         .param("class")
         .and_then(BareItem::as_token)
         .and_then(Class::parse);
+    // `unknown` goes only with `unclassified` (contract §3): anything else is not a verdict
+    // this plugin could have written, and is kept as unclassified.
     let (layer, class) = match (layer, class) {
-        (Some(l), Some(c)) => (l, c),
+        (Some(l), Some(c)) if (l == Layer::Unknown) == (c == Class::Unclassified) => (l, c),
         _ => (Layer::Unknown, Class::Unclassified),
     };
     let header = kept
@@ -229,13 +237,20 @@ mod tests {
         let e = bound_entries(&[big.as_bytes()]).unwrap().unwrap();
         assert_eq!(e.header, "l4;class=connection_terminated");
         let huge = format!("l7;class=app_error;hop=\"{}\"", "x".repeat(5000));
-        assert_eq!(bound_entries(&[huge.as_bytes()]), Ok(None));
+        assert_eq!(bound_entries(&[huge.as_bytes()]), Err(sfv::Malformed));
+        assert_eq!(bound_entries(&[b""]), Ok(None));
     }
 
     #[test]
     fn foreign_or_malformed_entries() {
         let e = bound_entries(&[b"whatever;x=1"]).unwrap().unwrap();
         assert_eq!(e.class, Class::Unclassified);
+        let e = bound_entries(&[b"unknown;class=connect_refused"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.layer, e.class), (Layer::Unknown, Class::Unclassified));
+        let e = bound_entries(&[b"l4;class=unclassified"]).unwrap().unwrap();
+        assert_eq!((e.layer, e.class), (Layer::Unknown, Class::Unclassified));
         assert!(bound_entries(&[b"l4;class="]).is_err());
         let two = bound_entries(&[b"l4;class=connect_timeout", b"l7;class=app_error"])
             .unwrap()
