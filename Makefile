@@ -7,7 +7,7 @@ WASM := target/wasm32-wasip1/release/meshtriage.wasm
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -73,6 +73,13 @@ fuzz:
 ## soak: 1M mixed requests through Envoy with the plugin; prints memory and error figures
 soak: wasm venv
 	cargo run -q --release -p meshtriage-envoy-test --bin soak
+
+## bench: cost per request vs no filter and a no-op wasm filter (prints figures; see docs/performance.md)
+bench: wasm venv
+	cargo build -q --release --target wasm32-wasip1 -p meshtriage-noop
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	cargo build -q --release -p meshtriage-envoy-test --bin bench
+	taskset -c 1 target/release/bench
 
 ## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
 docs:

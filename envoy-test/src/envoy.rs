@@ -197,7 +197,7 @@ impl Envoy {
         )
     }
 
-    /// Envoy's process id (for memory figures).
+    /// Envoy's process id (memory figures; the bench pins it to a CPU and reads its CPU time).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -171,6 +171,7 @@ fn reset(stream: &TcpStream) {
 }
 
 fn handle_http1(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
     let Ok(clone) = stream.try_clone() else {
         return;
     };
@@ -198,7 +199,8 @@ fn ok(stream: &mut TcpStream, status: u16, extra: &str, body: &str) -> bool {
         "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok()
+    // One write: head and body in separate writes meet Nagle + delayed ACK (40 ms stalls).
+    stream.write_all((head + body).as_bytes()).is_ok()
 }
 
 /// Answers one request; false when the connection must end.

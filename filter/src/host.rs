@@ -386,6 +386,15 @@ pub fn set_tick_period(ms: u32) -> bool {
     unsafe { abi::proxy_set_tick_period_milliseconds(ms) == STATUS_OK }
 }
 
+/// Size of this VM's linear memory in bytes (grows, never shrinks: a leak shows as growth).
+pub fn vm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    let pages = core::arch::wasm32::memory_size(0) as u64;
+    #[cfg(not(target_arch = "wasm32"))]
+    let pages = 0u64;
+    pages * 65_536
+}
+
 /// Logs through the host, ignoring failures (a log line must never take the VM down).
 pub fn log(level: log::Level, message: &str) {
     let level = match level {

@@ -158,6 +158,10 @@ pub fn metrics_markdown() -> String {
         (metrics::LARGE_PAYLOAD_FAILURE_RATIO, "`dir` (gauge)"),
         (metrics::REQUEST_BYTES, "`dir` (histogram)"),
         (metrics::FAILED_REQUEST_BYTES, "`dir`, `layer` (histogram)"),
+        (
+            metrics::VM_MEMORY,
+            "— (gauge, the VM's linear memory in bytes)",
+        ),
     ] {
         let _ = writeln!(out, "| `{m}` | {labels} |");
     }

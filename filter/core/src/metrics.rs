@@ -12,6 +12,8 @@ pub const TCP_CONNECTIONS: &str = "meshtriage_tcp_connections_total";
 pub const TCP_FAILURES: &str = "meshtriage_tcp_failures_total";
 pub const CONFIG_ERRORS: &str = "meshtriage_config_errors_total";
 pub const INTERNAL_ERRORS: &str = "meshtriage_internal_errors_total";
+/// Gauge: the VM's linear memory in bytes, refreshed every second.
+pub const VM_MEMORY: &str = "meshtriage_vm_memory_bytes";
 /// Upstream verdict headers that were not RFC 8941 and were dropped.
 pub const MALFORMED_UPSTREAM: &str = "meshtriage_malformed_upstream_verdicts_total";
 /// Counter: a cluster's retries went over the retry budget (one per episode, VM-wide).
