@@ -2,7 +2,12 @@
 //! a no-op proxy-wasm filter, on this machine. One Envoy per variant (one worker, pinned to
 //! CPU 0), wrk pinned to CPU 1, variants interleaved over several rounds; prints medians and
 //! the spread, and ratios measured within each round. Bounded: ROUNDS × variants × SECONDS.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use meshtriage_envoy_test::bed::{cluster, listener, protocol, router, stats_tags};
 use meshtriage_envoy_test::{paths, upstream, Envoy};
@@ -33,11 +38,31 @@ struct Variant {
 }
 
 const VARIANTS: [Variant; 5] = [
-    Variant { name: "no filter, 200s", envoy: 0, paths: "/ok" },
-    Variant { name: "no-op wasm, 200s", envoy: 1, paths: "/ok" },
-    Variant { name: "meshtriage, 200s", envoy: 2, paths: "/ok" },
-    Variant { name: "no-op wasm, 503s", envoy: 1, paths: "/uf,/status/503" },
-    Variant { name: "meshtriage, 503s", envoy: 2, paths: "/uf,/status/503" },
+    Variant {
+        name: "no filter, 200s",
+        envoy: 0,
+        paths: "/ok",
+    },
+    Variant {
+        name: "no-op wasm, 200s",
+        envoy: 1,
+        paths: "/ok",
+    },
+    Variant {
+        name: "meshtriage, 200s",
+        envoy: 2,
+        paths: "/ok",
+    },
+    Variant {
+        name: "no-op wasm, 503s",
+        envoy: 1,
+        paths: "/uf,/status/503",
+    },
+    Variant {
+        name: "meshtriage, 503s",
+        envoy: 2,
+        paths: "/uf,/status/503",
+    },
 ];
 
 #[derive(Clone, Copy, Default)]
@@ -71,49 +96,99 @@ fn start_envoy(name: &str, filter: Option<Value>, app_port: u16) -> (Envoy, u16)
             {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]},
         "http_filters": filters}});
     let cfg = json!({
-        "node": {"id": "bench", "metadata": {"NAME": "bench", "NAMESPACE": "perf"}},
-        "stats_config": {"stats_tags": stats_tags()},
-        "static_resources": {
-            "listeners": [listener("bench", port, Some("OUTBOUND"), vec![hcm], None)],
-            "clusters": [cluster("app", app_port, protocol(json!({"http_protocol_options": {}}))),
-                         cluster("refused", upstream::refused_port(), json!({}))],
-        }});
+    "node": {"id": "bench", "metadata": {"NAME": "bench", "NAMESPACE": "perf"}},
+    "stats_config": {"stats_tags": stats_tags()},
+    "static_resources": {
+        "listeners": [listener("bench", port, Some("OUTBOUND"), vec![hcm], None)],
+        "clusters": [cluster("app", app_port, protocol(json!({"http_protocol_options": {}}))),
+                     cluster("refused", upstream::refused_port(), json!({}))],
+    }});
     let envoy = Envoy::start(&cfg, &dir);
     // Envoy on CPU 0, everything else (wrk, upstream threads) on CPU 1.
-    let _ = Command::new("taskset").args(["-apc", "0", &envoy.pid().to_string()]).output();
+    let _ = Command::new("taskset")
+        .args(["-apc", "0", &envoy.pid().to_string()])
+        .output();
     (envoy, port)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
-fn wrk(port: u16, paths: &str, seconds: u32, script: &Path, connections: u32) -> (u64, f64, f64, f64, f64, u64) {
+fn wrk(
+    port: u16,
+    paths: &str,
+    seconds: u32,
+    script: &Path,
+    connections: u32,
+) -> (u64, f64, f64, f64, f64, u64) {
     let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(script)
         .arg(format!("http://127.0.0.1:{port}"))
         .env("BENCH_PATHS", paths)
         .output()
         .expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("BENCH ")).unwrap_or_else(|| panic!("wrk printed no summary:\n{text}"));
-    let get = |k: &str| -> f64 { line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}="))).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
-    (get("requests") as u64, get("duration_us"), get("p50"), get("p99"), get("p999"), get("socket_errors") as u64)
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("BENCH "))
+        .unwrap_or_else(|| panic!("wrk printed no summary:\n{text}"));
+    let get = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        get("requests") as u64,
+        get("duration_us"),
+        get("p50"),
+        get("p99"),
+        get("p999"),
+        get("socket_errors") as u64,
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n == 0 { 0.0 } else if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn spread(v: &[f64]) -> (f64, f64) {
@@ -124,19 +199,36 @@ fn spread(v: &[f64]) -> (f64, f64) {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let seconds: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let connections: u32 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let seconds: u32 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let connections: u32 = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
     let plugin = paths::wasm();
     let noop = paths::root().join("target/wasm32-wasip1/release/meshtriage_noop.wasm");
-    assert!(noop.exists(), "{} is missing: run `make bench`", noop.display());
+    assert!(
+        noop.exists(),
+        "{} is missing: run `make bench`",
+        noop.display()
+    );
     let app = upstream::http1();
     let script = paths::scratch("bench").join("bench.lua");
     std::fs::write(&script, WRK_SCRIPT).unwrap();
     let envoys = [
         start_envoy("none", None, app.port),
         start_envoy("noop", Some(wasm_filter("noop", "", &noop)), app.port),
-        start_envoy("meshtriage", Some(wasm_filter("meshtriage", "meshtriage", &plugin)), app.port),
+        start_envoy(
+            "meshtriage",
+            Some(wasm_filter("meshtriage", "meshtriage", &plugin)),
+            app.port,
+        ),
     ];
     println!("meshtriage bench: {rounds} rounds x {} variants x {seconds} s, wrk -t1 -c{connections} on CPU 1, Envoy 1.40 --concurrency 1 on CPU 0", VARIANTS.len());
     for (envoy, port) in &envoys {
@@ -151,13 +243,24 @@ fn main() {
             let v = &VARIANTS[i];
             let (envoy, port) = &envoys[v.envoy];
             let cpu0 = cpu_seconds(envoy.pid());
-            let (requests, dur_us, p50, p99, p999, errors) = wrk(*port, v.paths, seconds, &script, connections);
+            let (requests, dur_us, p50, p99, p999, errors) =
+                wrk(*port, v.paths, seconds, &script, connections);
             let cpu = cpu_seconds(envoy.pid()) - cpu0;
-            runs[i].push(Run { rps: requests as f64 / (dur_us / 1e6), p50, p99, p999, cpu_us: cpu * 1e6 / requests.max(1) as f64, errors });
+            runs[i].push(Run {
+                rps: requests as f64 / (dur_us / 1e6),
+                p50,
+                p99,
+                p999,
+                cpu_us: cpu * 1e6 / requests.max(1) as f64,
+                errors,
+            });
         }
         eprintln!("round {}/{rounds} done", round + 1);
     }
-    println!("\n{:<20} {:>10} {:>14} {:>9} {:>9} {:>9} {:>12} {:>7}", "variant", "req/s", "(spread %)", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/req", "errors");
+    println!(
+        "\n{:<20} {:>10} {:>14} {:>9} {:>9} {:>9} {:>12} {:>7}",
+        "variant", "req/s", "(spread %)", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/req", "errors"
+    );
     for (i, v) in VARIANTS.iter().enumerate() {
         let r = &runs[i];
         let rps: Vec<f64> = r.iter().map(|x| x.rps).collect();
@@ -176,18 +279,46 @@ fn main() {
     }
     // Ratios within each round (same minute, same machine state), then the median and range.
     let ratio = |a: usize, b: usize, f: fn(&Run) -> f64| -> (f64, f64, f64) {
-        let v: Vec<f64> = runs[a].iter().zip(&runs[b]).map(|(x, y)| f(x) / f(y)).collect();
+        let v: Vec<f64> = runs[a]
+            .iter()
+            .zip(&runs[b])
+            .map(|(x, y)| f(x) / f(y))
+            .collect();
         let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         (median(v), lo, hi)
     };
     println!("\nratios (median of per-round ratios, [min, max]):");
     for (label, a, b, f, target) in [
-        ("success throughput vs no-op", 2, 1, (|r: &Run| r.rps) as fn(&Run) -> f64, "target >= 0.97"),
-        ("success p99 vs no-op", 2, 1, |r: &Run| r.p99, "target <= 1.05"),
+        (
+            "success throughput vs no-op",
+            2,
+            1,
+            (|r: &Run| r.rps) as fn(&Run) -> f64,
+            "target >= 0.97",
+        ),
+        (
+            "success p99 vs no-op",
+            2,
+            1,
+            |r: &Run| r.p99,
+            "target <= 1.05",
+        ),
         ("success throughput vs no filter", 2, 0, |r: &Run| r.rps, ""),
-        ("no-op throughput vs no filter", 1, 0, |r: &Run| r.rps, "(the wasm ABI itself)"),
-        ("failure throughput vs no-op", 4, 3, |r: &Run| r.rps, "target >= 0.90"),
+        (
+            "no-op throughput vs no filter",
+            1,
+            0,
+            |r: &Run| r.rps,
+            "(the wasm ABI itself)",
+        ),
+        (
+            "failure throughput vs no-op",
+            4,
+            3,
+            |r: &Run| r.rps,
+            "target >= 0.90",
+        ),
         ("failure p99 vs no-op", 4, 3, |r: &Run| r.p99, ""),
         ("success CPU/req vs no-op", 2, 1, |r: &Run| r.cpu_us, ""),
     ] {
@@ -195,10 +326,19 @@ fn main() {
         println!("  {label:<34} {m:.3}  [{lo:.3}, {hi:.3}]  {target}");
     }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    println!("\nmodule size: meshtriage.wasm {} bytes ({:.0} KiB); no-op {} bytes", size(&plugin), size(&plugin) as f64 / 1024.0, size(&noop));
+    println!(
+        "\nmodule size: meshtriage.wasm {} bytes ({:.0} KiB); no-op {} bytes",
+        size(&plugin),
+        size(&plugin) as f64 / 1024.0,
+        size(&noop)
+    );
     for (name, (envoy, _)) in ["no filter", "no-op", "meshtriage"].iter().zip(&envoys) {
         let vm = envoy.metric("meshtriage_vm_memory_bytes", &[]);
-        let vm = if vm > 0.0 { format!(", VM linear memory {:.1} MiB", vm / 1048576.0) } else { String::new() };
+        let vm = if vm > 0.0 {
+            format!(", VM linear memory {:.1} MiB", vm / 1048576.0)
+        } else {
+            String::new()
+        };
         println!("Envoy RSS ({name}): {:.1} MiB{vm}", rss_mib(envoy.pid()));
     }
 }

