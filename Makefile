@@ -80,6 +80,7 @@ bench: wasm venv
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	cargo build -q --release -p meshtriage-envoy-test --bin bench
 	taskset -c 1 target/release/bench
+	cargo run -q --release -p meshtriage-core --example bench_classify
 
 ## docs: regenerate docs/taxonomy.md and docs/reference.md from the code's tables
 docs:

@@ -436,10 +436,11 @@ fn metric_series_are_bounded_by_construction() {
 }
 
 impl HostileBed {
-    /// Prometheus text once the request counter stopped moving (stats flush asynchronously).
+    /// Prometheus text once the request counter stopped moving (the plugin adds its request
+    /// counts once per second, and Envoy flushes stats asynchronously).
     fn prometheus_settled(&self) -> String {
         let mut last = String::new();
-        for _ in 0..100 {
+        for _ in 0..20 {
             let now = self.envoy.prometheus();
             let count = |t: &str| {
                 meshtriage_envoy_test::envoy::metric_in(t, "meshtriage_requests_total", &[])
@@ -448,7 +449,7 @@ impl HostileBed {
                 return now;
             }
             last = now;
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(1200));
         }
         last
     }

@@ -40,6 +40,10 @@ pub struct HttpFilter {
     verdict: Option<Verdict>,
     /// Request body bytes that passed this filter (summed in the body callback: no host call).
     request_bytes: u64,
+    /// `upstream.request_attempt_count`, once read.
+    attempts: Option<u64>,
+    /// The verdict's header text, reused for the filter state.
+    encoded: Option<String>,
     /// `xds.cluster_name`, read at most once (`Some(None)`: no cluster, e.g. no route).
     cluster: Option<Option<String>>,
     /// A failing response whose small body may be another Envoy's local reply: read as it
@@ -68,6 +72,8 @@ impl HttpFilter {
             verdict: None,
             probe: None,
             request_bytes: 0,
+            attempts: None,
+            encoded: None,
             cluster: None,
         }
     }
@@ -106,7 +112,7 @@ impl HttpFilter {
             details: host::property_string(b"response\0code_details"),
             transport_failure: host::property_string(b"upstream\0transport_failure_reason"),
             grpc_status: self.grpc_trailer,
-            attempts: host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0),
+            attempts: self.attempts(),
             direction: dir,
             response_started: self.saw_headers && self.header_status.is_some_and(|s| s < 400),
             chunked: self.chunked,
@@ -124,6 +130,13 @@ impl HttpFilter {
             retry_budget_exceeded,
             upstream: UpstreamEvidence::None,
         }
+    }
+
+    /// `upstream.request_attempt_count`, read at most once per request.
+    fn attempts(&mut self) -> u64 {
+        *self.attempts.get_or_insert_with(|| {
+            host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0)
+        })
     }
 
     fn header_name(&self) -> Option<&str> {
@@ -227,6 +240,7 @@ impl HttpFilter {
         if is_failing(&signals, &settings.config) {
             let outcome = classify(&signals, &settings.config);
             self.verdict = Some(Verdict::new(outcome, &signals, &settings.hop));
+            self.encoded = None;
         }
     }
 
@@ -241,17 +255,16 @@ impl HttpFilter {
             return;
         }
         let verdict = Verdict::new(classify(&s, cfg), &s, &settings.hop);
-        if let Some(name) = self.header_name() {
+        if let Some(name) = cfg.header.as_deref() {
             let ok = match (&kept_entries, cfg.expose_header) {
                 (_, false) => {
                     scan.verdict_lines.is_empty() || host::remove_header(Map::ResponseHeaders, name)
                 }
                 (Some(entries), true) => host::replace_header(Map::ResponseHeaders, name, entries),
-                (None, true) => host::replace_header(
-                    Map::ResponseHeaders,
-                    name,
-                    &verdict.encode(cfg.include_detail),
-                ),
+                (None, true) => {
+                    let text = self.encoded.insert(verdict.encode(cfg.include_detail));
+                    host::replace_header(Map::ResponseHeaders, name, text)
+                }
             };
             if !ok {
                 metrics::internal_error("could not write the verdict header");
@@ -303,12 +316,19 @@ impl HttpFilter {
         let Some(v) = &self.verdict else {
             return;
         };
-        metrics::count(names::failures(dir, v.layer, v.class, v.origin, v.side));
-        metrics::histogram(
-            names::failed_request_bytes(dir, v.layer),
-            self.request_bytes,
-        );
-        let text = v.encode(self.settings.config.include_detail);
+        metrics::count_failure(dir, v.layer, v.class, v.origin, v.side);
+        if self.request_bytes > 0 {
+            // Like the all-requests histogram: requests with a body (see `record_request_bytes`).
+            metrics::histogram(
+                names::failed_request_bytes(dir, v.layer),
+                self.request_bytes,
+            );
+        }
+        // The header's text when this verdict was written there (a later refinement clears it).
+        let text = match self.encoded.take() {
+            Some(t) => t,
+            None => v.encode(self.settings.config.include_detail),
+        };
         if !host::set_filter_state(FILTER_STATE, text.as_bytes()) {
             metrics::internal_error("could not set filter state");
         }
@@ -319,7 +339,7 @@ impl HttpFilter {
     /// cluster name only when the request reached a cluster (attempts ≥ 1).
     fn account(&mut self, dir: Direction) {
         metrics::record_request_bytes(dir, self.request_bytes);
-        let attempts = host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0);
+        let attempts = self.attempts();
         if attempts == 0 {
             return;
         }

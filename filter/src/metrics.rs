@@ -3,14 +3,22 @@
 
 use crate::host::{self, Metric};
 use meshtriage_core::metrics as names;
-use meshtriage_core::Direction;
+use meshtriage_core::{Class, Direction, Layer, Origin, Side};
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+/// The labels of one `meshtriage_failures_total` series.
+type FailureLabels = (Direction, Layer, Class, Origin, Side);
 
 thread_local! {
     // One VM is one thread: this is the VM-wide registry.
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    // Failure counters by label tuple: no name is built once the series exists.
+    static FAILURE_IDS: RefCell<HashMap<FailureLabels, u32>> = RefCell::new(HashMap::new());
     static REQUESTS: RefCell<[Option<u32>; 3]> = const { RefCell::new([None; 3]) };
+    // Requests counted since the last flush, per direction: one host call per second instead
+    // of one per request.
+    static PENDING_REQUESTS: RefCell<[i64; 3]> = const { RefCell::new([0; 3]) };
     static REQUEST_BYTES: RefCell<[Option<u32>; 3]> = const { RefCell::new([None; 3]) };
 }
 
@@ -45,8 +53,12 @@ pub fn histogram(name: String, value: u64) {
     }
 }
 
-/// `meshtriage_request_bytes{dir}`: on every request, so its ids sit in a fixed array.
+/// `meshtriage_request_bytes{dir}`: every request with a body (bodyless requests are most of
+/// the traffic and would cost a host call each for a sample at 0; `requests_total` counts them).
 pub fn record_request_bytes(dir: Direction, bytes: u64) {
+    if bytes == 0 {
+        return;
+    }
     let id = REQUEST_BYTES.with(|cache| {
         let mut cache = cache.try_borrow_mut().ok()?;
         let slot = cache.get_mut(dir_index(dir))?;
@@ -57,6 +69,23 @@ pub fn record_request_bytes(dir: Direction, bytes: u64) {
     });
     if let Some(id) = id {
         host::record(id, bytes);
+    }
+}
+
+/// Adds one to `meshtriage_failures_total{dir,layer,class,origin,side}`.
+pub fn count_failure(dir: Direction, layer: Layer, class: Class, origin: Origin, side: Side) {
+    let key = (dir, layer, class, origin, side);
+    let id = FAILURE_IDS.with(|ids| {
+        let mut ids = ids.try_borrow_mut().ok()?;
+        if let Some(id) = ids.get(&key) {
+            return Some(*id);
+        }
+        let id = host::define_counter(&names::failures(dir, layer, class, origin, side))?;
+        ids.insert(key, id);
+        Some(id)
+    });
+    if let Some(id) = id {
+        host::increment(id, 1);
     }
 }
 
@@ -75,18 +104,43 @@ fn dir_index(dir: Direction) -> usize {
     }
 }
 
-/// `meshtriage_requests_total{dir}`: on every request, so its ids sit in a fixed array.
+/// `meshtriage_requests_total{dir}`: on every request, so it is only counted here and added to
+/// the host's counter by [`flush_requests`] (once per second, from the root's tick).
 pub fn count_request(dir: Direction) {
-    let id = REQUESTS.with(|cache| {
-        let mut cache = cache.try_borrow_mut().ok()?;
-        let slot = cache.get_mut(dir_index(dir))?;
-        if slot.is_none() {
-            *slot = host::define_counter(&names::requests(dir));
+    PENDING_REQUESTS.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if let Some(n) = p.get_mut(dir_index(dir)) {
+                *n += 1;
+            }
         }
-        *slot
     });
-    if let Some(id) = id {
-        host::increment(id, 1);
+}
+
+/// Adds the requests counted since the last flush to `meshtriage_requests_total{dir}`.
+pub fn flush_requests() {
+    let pending = PENDING_REQUESTS.with(|p| {
+        p.try_borrow_mut()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    });
+    for (dir, n) in Direction::ALL
+        .into_iter()
+        .map(|d| (d, pending.get(dir_index(d)).copied().unwrap_or(0)))
+    {
+        if n == 0 {
+            continue;
+        }
+        let id = REQUESTS.with(|cache| {
+            let mut cache = cache.try_borrow_mut().ok()?;
+            let slot = cache.get_mut(dir_index(dir))?;
+            if slot.is_none() {
+                *slot = host::define_counter(&names::requests(dir));
+            }
+            *slot
+        });
+        if let Some(id) = id {
+            host::increment(id, n);
+        }
     }
 }
 

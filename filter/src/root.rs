@@ -113,6 +113,7 @@ impl RootContext for Root {
 
     /// Once per second: flush this worker's window delta into shared data (HTTP role only).
     fn on_tick(&mut self) {
+        metrics::flush_requests();
         window::flush(&self.settings);
         // The VM's linear memory: Envoy 1.40 has no stat for it, and a leak shows here first.
         metrics::gauge(

@@ -241,6 +241,12 @@ fn main() {
         for k in 0..VARIANTS.len() {
             let i = (k + round) % VARIANTS.len();
             let v = &VARIANTS[i];
+            // BENCH_ONLY=success|failure narrows the run (for quick comparisons).
+            let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+            if (only == "success" && v.paths != "/ok") || (only == "failure" && v.paths == "/ok") {
+                runs[i].push(Run::default());
+                continue;
+            }
             let (envoy, port) = &envoys[v.envoy];
             let cpu0 = cpu_seconds(envoy.pid());
             let (requests, dur_us, p50, p99, p999, errors) =
