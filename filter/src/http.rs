@@ -40,6 +40,8 @@ pub struct HttpFilter {
     verdict: Option<Verdict>,
     /// Request body bytes that passed this filter (summed in the body callback: no host call).
     request_bytes: u64,
+    /// The response reached its end of stream (headers, last body chunk or trailers).
+    response_complete: bool,
     /// `upstream.request_attempt_count`, once read.
     attempts: Option<u64>,
     /// The verdict's header text, reused for the filter state.
@@ -72,6 +74,7 @@ impl HttpFilter {
             verdict: None,
             probe: None,
             request_bytes: 0,
+            response_complete: false,
             attempts: None,
             encoded: None,
             cluster: None,
@@ -291,12 +294,14 @@ impl HttpFilter {
         let dir = self.direction();
         metrics::count_request(dir);
         self.refine_from_body();
-        if self.verdict.is_none() {
+        let cfg = &self.settings.config;
+        let late_grpc = self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
+        // A response that reached its end of stream cannot have failed after its headers (late
+        // failures never get an end-of-stream callback), so a success needs no flag read.
+        if self.verdict.is_none() && (!self.response_complete || late_grpc) {
             let flags = host::property(b"response\0flags")
                 .map(|b| ResponseFlags::from_property(&b))
                 .unwrap_or_default();
-            let cfg = &self.settings.config;
-            let late_grpc = self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
             if flags.any_failure() || late_grpc || !self.saw_headers {
                 let status = host::property_i64(b"response\0code")
                     .and_then(|c| u16::try_from(c).ok())
@@ -365,12 +370,14 @@ impl HttpContext for HttpFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.response_complete |= end_of_stream;
         self.on_response_headers(end_of_stream)
     }
 
     /// Only a probed response (a possible local reply) is read, chunk by chunk as it passes,
     /// up to the cap; every body flows on untouched, nothing is ever held.
-    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_complete |= end_of_stream;
         let Some(probe) = self.probe.as_mut() else {
             return Action::Continue;
         };
@@ -392,6 +399,7 @@ impl HttpContext for HttpFilter {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.response_complete = true;
         let Some(buf) = host::header_map(Map::ResponseTrailers) else {
             return Action::Continue;
         };
