@@ -275,18 +275,16 @@ pub fn tcp_verdict(outcome: Outcome, s: &TcpSignals, hop: &str) -> Verdict {
     let detail = [&s.termination, &s.downstream_failure, &s.upstream_failure]
         .into_iter()
         .find_map(|d| d.as_ref().filter(|d| !d.is_empty()).cloned());
-    Verdict {
-        layer: outcome.layer,
-        class: outcome.class,
-        origin: outcome.origin,
-        side: outcome.side,
-        dir: s.direction,
-        hop: hop.to_string(),
-        flags: s.flags,
-        detail,
-        attempts: s.attempts,
-        hints: outcome.hints,
-    }
+    Verdict::from_parts(
+        outcome,
+        crate::verdict::Context {
+            dir: s.direction,
+            hop,
+            flags: s.flags,
+            detail,
+            attempts: s.attempts,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -26,18 +26,41 @@ pub struct Verdict {
     pub hints: Hints,
 }
 
+/// What a verdict records about the exchange besides the outcome (HTTP or connection).
+pub struct Context<'a> {
+    pub dir: Direction,
+    pub hop: &'a str,
+    pub flags: ResponseFlags,
+    pub detail: Option<String>,
+    pub attempts: u64,
+}
+
 impl Verdict {
+    /// The verdict of an HTTP exchange.
     pub fn new(outcome: Outcome, s: &Signals, hop: &str) -> Verdict {
+        Verdict::from_parts(
+            outcome,
+            Context {
+                dir: s.direction,
+                hop,
+                flags: s.flags,
+                detail: s.details.clone(),
+                attempts: s.attempts,
+            },
+        )
+    }
+
+    pub fn from_parts(outcome: Outcome, c: Context<'_>) -> Verdict {
         Verdict {
             layer: outcome.layer,
             class: outcome.class,
             origin: outcome.origin,
             side: outcome.side,
-            dir: s.direction,
-            hop: hop.to_string(),
-            flags: s.flags,
-            detail: s.details.clone(),
-            attempts: s.attempts,
+            dir: c.dir,
+            hop: c.hop.to_string(),
+            flags: c.flags,
+            detail: c.detail,
+            attempts: c.attempts,
             hints: outcome.hints,
         }
     }
