@@ -112,6 +112,8 @@ fn main() {
     }
     println!("\n* = the client got a cut response (headers, then the connection closed).");
     println!("Every scenario, over HTTP/1.1 and HTTP/2, is in docs/scenarios.md (`cargo test --test e2e_matrix`).");
+    // The plugin adds request counts to Envoy's counter once per second.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
     println!("\nPrometheus (Envoy admin /stats/prometheus):");
     for line in bed.envoy.prometheus().lines().filter(|l| {
         l.starts_with("meshtriage_failures_total") || l.starts_with("meshtriage_requests_total")
