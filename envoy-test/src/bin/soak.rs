@@ -147,13 +147,14 @@ fn stat(bed: &Bed, name: &str) -> String {
 fn figures(bed: &Bed, label: &str, sent: u64, started: Instant) {
     let m = |n: &str| bed.envoy.metric(n, &[]);
     println!(
-        "{label:>6}: requests={sent:>8} t={:>6.1}s envoy_rss={:>7} KiB heap={} allocated={} wasm_vms_active={} wasm_vms_created={} | meshtriage requests={} failures={} internal_errors={} malformed_upstream={} config_errors={}",
+        "{label:>6}: requests={sent:>8} t={:>6.1}s envoy_rss={:>7} KiB heap={} allocated={} wasm_vms_active={} wasm_vms_created={} | meshtriage vm_memory={} KiB requests={} failures={} internal_errors={} malformed_upstream={} config_errors={}",
         started.elapsed().as_secs_f64(),
         rss_kib(bed.envoy.pid()),
         stat(bed, "server.memory_heap_size"),
         stat(bed, "server.memory_allocated"),
         stat(bed, "wasm.envoy.wasm.runtime.v8.active"),
         stat(bed, "wasm.envoy.wasm.runtime.v8.created"),
+        m(meshtriage_core::metrics::VM_MEMORY) / 1024.0,
         m(REQUESTS),
         m(FAILURES),
         m(INTERNAL_ERRORS),
