@@ -160,7 +160,7 @@ impl HttpFilter {
         if !scan.hop_by_hop.is_empty() {
             let dir = self.direction();
             for h in scan.hop_by_hop.iter() {
-                metrics::count(names::hop_by_hop(dir, h));
+                metrics::count_hop_by_hop(dir, h);
             }
         }
         if scan.grpc_status_malformed {

@@ -2,6 +2,7 @@
 //! Increments never fail the request: a host error is swallowed.
 
 use crate::host::{self, Metric};
+use meshtriage_core::hop_by_hop::{HopHeader, HOP_HEADERS};
 use meshtriage_core::metrics as names;
 use meshtriage_core::{Class, Direction, Layer, Origin, Side};
 use std::cell::RefCell;
@@ -15,6 +16,9 @@ thread_local! {
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
     // Failure counters by label tuple: no name is built once the series exists.
     static FAILURE_IDS: RefCell<HashMap<FailureLabels, u32>> = RefCell::new(HashMap::new());
+    // Hop-by-hop counters by (direction, header): apps that send `Connection: keep-alive` hit
+    // this on every response, so no name is built once the series exists.
+    static HOP_BY_HOP_IDS: RefCell<[[Option<u32>; HOP_HEADERS.len()]; 3]> = const { RefCell::new([[None; HOP_HEADERS.len()]; 3]) };
     static REQUESTS: RefCell<[Option<u32>; 3]> = const { RefCell::new([None; 3]) };
     // Requests counted since the last flush, per direction: one host call per second instead
     // of one per request.
@@ -69,6 +73,21 @@ pub fn record_request_bytes(dir: Direction, bytes: u64) {
     });
     if let Some(id) = id {
         host::record(id, bytes);
+    }
+}
+
+/// Adds one to `meshtriage_hop_by_hop_headers_total{dir,header}`.
+pub fn count_hop_by_hop(dir: Direction, header: HopHeader) {
+    let id = HOP_BY_HOP_IDS.with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
+        let slot = cache.get_mut(dir_index(dir))?.get_mut(header as usize)?;
+        if slot.is_none() {
+            *slot = host::define_counter(&names::hop_by_hop(dir, header));
+        }
+        *slot
+    });
+    if let Some(id) = id {
+        host::increment(id, 1);
     }
 }
 
