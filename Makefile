@@ -42,6 +42,7 @@ tools:
 
 wasm: targets
 	cargo build --release --target wasm32-wasip1 -p meshtriage -p meshtriage-panic-fixture
+	python3 filter/tools/trim_exports.py $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM):", $$5, "bytes"}'
 
 lint: targets

@@ -8,7 +8,7 @@ use crate::host::{self, Map};
 use crate::metrics;
 use crate::root::Settings;
 use crate::window;
-use meshtriage_core::flags::ResponseFlags;
+use meshtriage_core::flags::{Flag, ResponseFlags};
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
 use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
@@ -81,7 +81,11 @@ impl HttpFilter {
         }
     }
 
+    /// The configured direction, else `xds.listener_direction` (read at most once).
     fn direction(&mut self) -> Direction {
+        if let Some(d) = self.settings.config.direction {
+            return d;
+        }
         *self.dir.get_or_insert_with(|| {
             host::property_i64(b"xds\0listener_direction")
                 .map_or(Direction::Unknown, Direction::from_envoy)
@@ -95,25 +99,33 @@ impl HttpFilter {
     }
 
     /// The request's cluster was over its retry budget at this worker's last window flush.
+    /// The cluster name is read only when some cluster of this direction is over budget.
     fn retry_budget_exceeded(&mut self, dir: Direction) -> bool {
         let settings = self.settings.clone();
-        self.cluster()
-            .is_some_and(|c| window::over_budget(&settings, dir, c))
+        window::any_over_budget(&settings, dir)
+            && self
+                .cluster()
+                .is_some_and(|c| window::over_budget(&settings, dir, c))
     }
 
     /// Reads the properties a classification needs (failure path only).
+    /// Properties only some classes use are read only when the flags make them matter.
     fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
         let dir = self.direction();
         let in_log = phase == Phase::Log;
         let retry_budget_exceeded = self.retry_budget_exceeded(dir);
+        let flags = host::property(b"response\0flags")
+            .map(|b| ResponseFlags::from_property(&b))
+            .unwrap_or_default();
+        // On a failed connect (UF) the connect duration measures the failure (no slow_connect).
+        // The transport failure reason is not read: Envoy copies it into the code details.
+        let failed_connect = flags.has(Flag::UF);
         Signals {
             phase,
             status,
-            flags: host::property(b"response\0flags")
-                .map(|b| ResponseFlags::from_property(&b))
-                .unwrap_or_default(),
+            flags,
             details: host::property_string(b"response\0code_details"),
-            transport_failure: host::property_string(b"upstream\0transport_failure_reason"),
+            transport_failure: None,
             grpc_status: self.grpc_trailer,
             attempts: self.attempts(),
             direction: dir,
@@ -129,7 +141,11 @@ impl HttpFilter {
             hop_by_hop: self.hop_by_hop,
             upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate")
                 .is_some_and(|s| s.starts_with("spiffe://")),
-            connect_nanos: host::property_u64(b"upstream\0cx_pool_ready_duration"),
+            connect_nanos: if failed_connect {
+                None
+            } else {
+                host::property_u64(b"upstream\0cx_pool_ready_duration")
+            },
             retry_budget_exceeded,
             upstream: UpstreamEvidence::None,
         }
@@ -340,19 +356,21 @@ impl HttpFilter {
     }
 
     /// Every request: the request-size histogram and the window (retry budget, payload
-    /// sizes). Host calls: one histogram sample and `upstream.request_attempt_count`; the
-    /// cluster name only when the request reached a cluster (attempts ≥ 1).
+    /// sizes). The window needs the attempt count and the cluster name (two host calls), so
+    /// past a rate it takes a weighted sample (see `window::sample_weight`); large requests
+    /// are always counted.
     fn account(&mut self, dir: Direction) {
         metrics::record_request_bytes(dir, self.request_bytes);
+        let large = self.request_bytes >= self.settings.config.large_payload_bytes;
+        let weight = if large { 1 } else { window::sample_weight() };
+        if weight == 0 {
+            return;
+        }
         let attempts = self.attempts();
         if attempts == 0 {
             return;
         }
-        let counts = Counts::request(
-            attempts,
-            self.verdict.is_some(),
-            self.request_bytes >= self.settings.config.large_payload_bytes,
-        );
+        let counts = Counts::request(attempts, self.verdict.is_some(), large).scaled(weight);
         let settings = self.settings.clone();
         if let Some(cluster) = self.cluster() {
             window::record(&settings, dir, cluster, counts);

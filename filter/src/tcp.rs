@@ -53,8 +53,10 @@ impl TcpFilter {
 
     /// Reads the connection's properties (end of connection only).
     fn signals(&self) -> TcpSignals {
-        let dir = host::property_i64(b"xds\0listener_direction")
-            .map_or(Direction::Unknown, Direction::from_envoy);
+        let dir = self.settings.config.direction.unwrap_or_else(|| {
+            host::property_i64(b"xds\0listener_direction")
+                .map_or(Direction::Unknown, Direction::from_envoy)
+        });
         TcpSignals {
             direction: dir,
             flags: host::property(b"response\0flags")

@@ -8,7 +8,7 @@ use crate::host::{self, SetShared};
 use crate::metrics;
 use crate::root::Settings;
 use meshtriage_core::metrics as names;
-use meshtriage_core::window::{dir_index, Counts, Layout, Pending, Table};
+use meshtriage_core::window::{dir_index, Counts, Layout, Pending, Sampler, Table};
 use meshtriage_core::Direction;
 use std::cell::RefCell;
 
@@ -29,6 +29,13 @@ struct Worker {
 thread_local! {
     // One VM is one thread; a VM hosts a few plugins at most (one entry per plugin name).
     static WORKERS: RefCell<Vec<Worker>> = const { RefCell::new(Vec::new()) };
+    // Requests this worker finished this second (all plugins of the VM), for the sample.
+    static SAMPLER: RefCell<Sampler> = const { RefCell::new(Sampler::new()) };
+}
+
+/// The weight the window gives the request that just finished (0: not counted).
+pub fn sample_weight() -> u32 {
+    SAMPLER.with(|s| s.try_borrow_mut().map_or(1, |mut s| s.weigh()))
 }
 
 fn with_worker<R>(settings: &Settings, f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
@@ -65,6 +72,11 @@ pub fn record(settings: &Settings, dir: Direction, cluster: &str, counts: Counts
     with_worker(settings, |w| w.pending.record(dir, cluster, counts));
 }
 
+/// Was any cluster of `dir` over budget at this worker's last flush?
+pub fn any_over_budget(settings: &Settings, dir: Direction) -> bool {
+    with_worker(settings, |w| w.snapshot.any_over(dir)).unwrap_or(false)
+}
+
 /// Was `cluster` over its retry budget at this worker's last flush (at most a second ago)?
 pub fn over_budget(settings: &Settings, dir: Direction, cluster: &str) -> bool {
     with_worker(settings, |w| w.snapshot.over_budget(dir, cluster)).unwrap_or(false)
@@ -73,6 +85,11 @@ pub fn over_budget(settings: &Settings, dir: Direction, cluster: &str) -> bool {
 /// Once per second: merge this worker's delta into shared data, re-evaluate, count budget
 /// episodes, set the gauges and keep the result as the snapshot.
 pub fn flush(settings: &Settings) {
+    SAMPLER.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.reset();
+        }
+    });
     let Some(now_s) = host::now_nanos().map(|n| n / 1_000_000_000) else {
         return;
     };

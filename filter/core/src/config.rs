@@ -2,6 +2,7 @@
 //! into `Config`. A bad configuration is reported as one `ConfigError` naming the key; the
 //! caller keeps the last good configuration.
 
+use crate::taxonomy::Direction;
 use serde_json::Value;
 use std::fmt;
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub proxy_status: bool,
     pub large_payload_bytes: u64,
     pub retry_budget: RetryBudget,
+    /// The listener direction when the operator states it (`None`: read per request).
+    pub direction: Option<Direction>,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             proxy_status: false,
             large_payload_bytes: 1_048_576,
             retry_budget: RetryBudget::default(),
+            direction: None,
         }
     }
 }
@@ -133,6 +137,7 @@ pub struct RawConfig {
     pub proxy_status: Option<bool>,
     pub large_payload_bytes: Option<u64>,
     pub retry_budget: Option<RetryBudget>,
+    pub direction: Option<String>,
 }
 
 #[derive(Debug)]
@@ -148,7 +153,8 @@ pub enum RawStatus {
 }
 
 const KEY_NAMES: &str = "`header`, `expose_header`, `hop`, `trust_upstream`, `failure_statuses`, \
-`grpc_failure_codes`, `include_detail`, `proxy_status`, `large_payload_bytes`, `retry_budget`";
+`grpc_failure_codes`, `include_detail`, `proxy_status`, `large_payload_bytes`, `retry_budget`, \
+`direction`";
 
 /// How a JSON value reads in an error ("string \"no\"", "integer `3`").
 fn shown(v: &Value) -> String {
@@ -261,6 +267,7 @@ fn raw(doc: &Value) -> Result<RawConfig, ConfigError> {
             "proxy_status" => raw.proxy_status = Some(boolean(k, v)?),
             "large_payload_bytes" => raw.large_payload_bytes = Some(unsigned(k, v)?),
             "retry_budget" => raw.retry_budget = Some(retry_budget(v)?),
+            "direction" => raw.direction = Some(string(k, v)?),
             _ => {
                 return Err(err(
                     k,
@@ -379,6 +386,19 @@ impl TryFrom<RawConfig> for Config {
             }
             c.retry_budget = rb;
         }
+        if let Some(d) = raw.direction {
+            c.direction = match d.as_str() {
+                "auto" => None,
+                "inbound" => Some(Direction::Inbound),
+                "outbound" => Some(Direction::Outbound),
+                _ => {
+                    return Err(err(
+                        "direction",
+                        format!("must be \"auto\", \"inbound\" or \"outbound\", not {d:?}"),
+                    ))
+                }
+            };
+        }
         c.expose_header = raw.expose_header.unwrap_or(c.expose_header);
         c.include_detail = raw.include_detail.unwrap_or(c.include_detail);
         c.proxy_status = raw.proxy_status.unwrap_or(c.proxy_status);
@@ -395,7 +415,7 @@ fn valid_header_name(name: &str) -> bool {
 }
 
 /// Every configuration key with its default and meaning (docs/config.md comes from this).
-pub const KEYS: [(&str, &str, &str); 10] = [
+pub const KEYS: [(&str, &str, &str); 11] = [
     ("header", "\"x-meshtriage\"", "verdict header name; `\"\"` disables the header"),
     ("expose_header", "true", "`false`: strip all entries before responding downstream (edge gateways)"),
     ("hop", "from node metadata", "identity written in `hop` (else node metadata `NAME.NAMESPACE`, else node id)"),
@@ -406,6 +426,7 @@ pub const KEYS: [(&str, &str, &str); 10] = [
     ("proxy_status", "false", "also append an RFC 9209 `Proxy-Status` entry with the precise error type"),
     ("large_payload_bytes", "1048576", "request or response body size from which a failing request gets the `large_payload` hint (and a request counts as large for the payload-size signal)"),
     ("retry_budget", "{\"ratio\": 0.1, \"window_seconds\": 10, \"min_requests\": 20}", "per cluster: retries allowed per request over a sliding window (retry budget = baseline requests per second × `ratio`), and the request volume in the window below which no verdict is made; see docs/decision-tree.md"),
+    ("direction", "\"auto\"", "`\"inbound\"` or `\"outbound\"`: the listeners this plugin runs on, stated by the operator (the Istio manifests deploy one plugin per direction); `\"auto\"` reads `xds.listener_direction` on every request, which costs one host call each"),
 ];
 
 #[cfg(test)]
@@ -453,11 +474,27 @@ mod tests {
     }
 
     #[test]
+    fn direction_is_stated_or_read() {
+        assert_eq!(parse(b"{}").unwrap().direction, None);
+        assert_eq!(parse(br#"{"direction":"auto"}"#).unwrap().direction, None);
+        assert_eq!(
+            parse(br#"{"direction":"inbound"}"#).unwrap().direction,
+            Some(Direction::Inbound)
+        );
+        assert_eq!(
+            parse(br#"{"direction":"outbound"}"#).unwrap().direction,
+            Some(Direction::Outbound)
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         assert_eq!(field(r#"{"headr":"x"}"#), "headr");
         assert_eq!(field(r#"{"expose_header":"no"}"#), "expose_header");
         assert_eq!(field(r#"{"header":"X Bad"}"#), "header");
         assert_eq!(field(r#"{"trust_upstream":"sometimes"}"#), "trust_upstream");
+        assert_eq!(field(r#"{"direction":"sideways"}"#), "direction");
+        assert_eq!(field(r#"{"direction":1}"#), "direction");
         assert_eq!(
             field(r#"{"failure_statuses":[200,"3xx"]}"#),
             "failure_statuses[1]"

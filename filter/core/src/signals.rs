@@ -63,8 +63,14 @@ impl Signals {
         self.details.as_deref().unwrap_or("")
     }
 
+    /// `upstream.transport_failure_reason`, else the copy Envoy puts in the code details
+    /// (`upstream_reset_before_response_started{remote_connection_failure|TLS_error:...}`,
+    /// spaces as `_`): the glue reads the details anyway, so it skips the extra property.
     pub fn transport_failure(&self) -> &str {
-        self.transport_failure.as_deref().unwrap_or("")
+        match self.transport_failure.as_deref() {
+            Some(t) if !t.is_empty() => t,
+            _ => transport_failure_in_details(self.details()),
+        }
     }
 
     /// The upstream application's answer passed through (`via_upstream`).
@@ -78,4 +84,13 @@ impl Signals {
             .as_deref()
             .is_some_and(|d| !NOT_A_LOCAL_REPLY.contains(&d))
     }
+}
+
+/// The transport failure reason inside `reason{reset_reason|transport_failure_reason}`.
+pub fn transport_failure_in_details(details: &str) -> &str {
+    details
+        .split_once('{')
+        .and_then(|(_, inner)| inner.split_once('|'))
+        .map(|(_, rest)| rest.strip_suffix('}').unwrap_or(rest))
+        .unwrap_or("")
 }

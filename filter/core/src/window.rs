@@ -61,6 +61,11 @@ impl Counts {
         *self == Counts::default()
     }
 
+    /// These counts standing for `weight` requests (a sample's weight, see [`Sampler`]).
+    pub fn scaled(self, weight: u32) -> Counts {
+        Counts::from_fields(self.fields().map(|f| f.saturating_mul(weight)))
+    }
+
     fn fields(&self) -> [u32; FIELDS] {
         [
             self.requests,
@@ -346,6 +351,12 @@ impl Table {
         self.entries.iter().any(|e| e.dir == dir)
     }
 
+    /// Is any cluster seen on a `dir` listener over budget (then the cluster name is worth
+    /// reading)?
+    pub fn any_over(&self, dir: Direction) -> bool {
+        self.entries.iter().any(|e| e.over && e.dir == dir)
+    }
+
     /// Was `cluster` (seen on a `dir` listener) over budget at the last evaluation?
     pub fn over_budget(&self, dir: Direction, cluster: &str) -> bool {
         let cluster = cut(cluster);
@@ -450,6 +461,41 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Which finished requests the window counts, and with what weight. Counting one costs two
+/// host calls (attempt count, cluster name), so every request is counted up to
+/// [`Sampler::EXACT`] per second per worker, then one in [`Sampler::EVERY`] with that weight:
+/// the window's sums stay unbiased and the cost per request falls eightfold under load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sampler {
+    seen: u32,
+}
+
+impl Sampler {
+    pub const EXACT: u32 = 64;
+    pub const EVERY: u32 = 8;
+
+    pub const fn new() -> Sampler {
+        Sampler { seen: 0 }
+    }
+
+    /// The weight of the next finished request: 1 (exact), `EVERY` (sampled) or 0 (skipped).
+    pub fn weigh(&mut self) -> u32 {
+        self.seen = self.seen.saturating_add(1);
+        if self.seen <= Self::EXACT {
+            1
+        } else if (self.seen - Self::EXACT).is_multiple_of(Self::EVERY) {
+            Self::EVERY
+        } else {
+            0
+        }
+    }
+
+    /// A new second (the root's tick).
+    pub fn reset(&mut self) {
+        self.seen = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -475,6 +521,37 @@ mod tests {
             p.record(OUT, cluster, c);
         }
         t.merge(now, &p);
+    }
+
+    #[test]
+    fn sampler_counts_exactly_then_one_in_eight_with_weight() {
+        let mut s = Sampler::default();
+        let weights: Vec<u32> = (0..1000).map(|_| s.weigh()).collect();
+        assert!(weights.iter().take(64).all(|w| *w == 1));
+        // The weighted sum stands for every request (to within one sampling step).
+        let total: u32 = weights.iter().sum();
+        assert!((1000 - 7..=1000 + 7).contains(&total), "{total}");
+        assert_eq!(
+            weights.iter().filter(|w| **w > 0).count(),
+            64 + (1000 - 64) / 8
+        );
+        s.reset();
+        assert_eq!(s.weigh(), 1);
+    }
+
+    #[test]
+    fn scaled_counts_multiply_every_field() {
+        let c = Counts::request(3, true, true).scaled(8);
+        assert_eq!(
+            (
+                c.requests,
+                c.retries,
+                c.failures,
+                c.large_requests,
+                c.large_failures
+            ),
+            (8, 16, 8, 8, 8)
+        );
     }
 
     #[test]

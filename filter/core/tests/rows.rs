@@ -93,6 +93,37 @@ fn it_marks_connect_timeouts_as_l4() {
     );
 }
 
+/// The glue does not read `upstream.transport_failure_reason` for HTTP: Envoy copies it into
+/// the code details (spaces as `_`, envoy-signals §4 rows a, q, q2), which are read anyway.
+#[test]
+fn it_reads_the_transport_failure_from_the_details() {
+    let from_details = |tfr: &str| {
+        sig(
+            Some(503),
+            &[Flag::UF],
+            &format!("{URBRS}{{remote_connection_failure|{tfr}}}"),
+        )
+    };
+    for (tfr, class) in [
+        ("TLS_error:|268435581:SSL_routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:verify_cert_failed:_SAN_matcher:TLS_error_end", Class::TlsCertificateError),
+        ("TLS_error:|268436496:SSL_routines:OPENSSL_internal:SSLV3_ALERT_HANDSHAKE_FAILURE:TLS_error_end", Class::TlsHandshakeRejected),
+        ("TLS_error:|268435703:SSL_routines:OPENSSL_internal:WRONG_VERSION_NUMBER:TLS_error_end", Class::TlsProtocolError),
+        ("delayed_connect_error:_Connection_refused", Class::ConnectRefused),
+    ] {
+        check(&from_details(tfr), class, Layer::L4, Origin::Proxy, Side::Upstream, &[]);
+    }
+    assert_eq!(
+        meshtriage_core::signals::transport_failure_in_details(
+            "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}"
+        ),
+        "delayed_connect_error:_Connection_refused"
+    );
+    assert_eq!(
+        meshtriage_core::signals::transport_failure_in_details("via_upstream"),
+        ""
+    );
+}
+
 #[test]
 fn it_splits_tls_failures_by_reason() {
     let base = |tfr: &str| {
