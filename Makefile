@@ -7,7 +7,7 @@ WASM := target/wasm32-wasip1/release/meshtriage.wasm
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -97,3 +97,10 @@ scenarios: wasm venv tools
 
 clean:
 	cargo clean
+
+## bench-instructions: Envoy instructions per request under callgrind (deterministic; slow start)
+bench-instructions: wasm venv
+	cargo build -q --release --target wasm32-wasip1 -p meshtriage-noop
+	cargo build -q --release -p meshtriage-envoy-test --bin upstreams
+	@command -v valgrind >/dev/null && command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind wrk >/dev/null; }
+	python3 envoy-test/tools/bench_instructions.py

@@ -37,7 +37,7 @@ struct Variant {
     paths: &'static str,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant {
         name: "no filter, 200s",
         envoy: 0,
@@ -51,6 +51,11 @@ const VARIANTS: [Variant; 5] = [
     Variant {
         name: "meshtriage, 200s",
         envoy: 2,
+        paths: "/ok",
+    },
+    Variant {
+        name: "meshtriage auto, 200s",
+        envoy: 3,
         paths: "/ok",
     },
     Variant {
@@ -75,10 +80,10 @@ struct Run {
     errors: u64,
 }
 
-fn wasm_filter(name: &str, root_id: &str, file: &Path) -> Value {
+fn wasm_filter(name: &str, root_id: &str, file: &Path, config: &str) -> Value {
     json!({"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": name, "root_id": root_id, "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": ""},
+        "config": {"name": name, "root_id": root_id, "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
                    "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": file}}},
                    "failure_policy": "FAIL_OPEN"}}})
 }
@@ -223,10 +228,22 @@ fn main() {
     std::fs::write(&script, WRK_SCRIPT).unwrap();
     let envoys = [
         start_envoy("none", None, app.port),
-        start_envoy("noop", Some(wasm_filter("noop", "", &noop)), app.port),
+        start_envoy("noop", Some(wasm_filter("noop", "", &noop, "")), app.port),
+        // As the Istio manifests and envoy-test/configs deploy it: the direction stated.
         start_envoy(
             "meshtriage",
-            Some(wasm_filter("meshtriage", "meshtriage", &plugin)),
+            Some(wasm_filter(
+                "meshtriage",
+                "meshtriage",
+                &plugin,
+                r#"{"direction": "outbound"}"#,
+            )),
+            app.port,
+        ),
+        // The default configuration: `xds.listener_direction` read on every request.
+        start_envoy(
+            "meshtriage-auto",
+            Some(wasm_filter("meshtriage-auto", "meshtriage", &plugin, "")),
             app.port,
         ),
     ];
@@ -319,13 +336,20 @@ fn main() {
             "(the wasm ABI itself)",
         ),
         (
-            "failure throughput vs no-op",
-            4,
+            "success throughput, direction auto",
             3,
+            1,
+            |r: &Run| r.rps,
+            "(default config)",
+        ),
+        (
+            "failure throughput vs no-op",
+            5,
+            4,
             |r: &Run| r.rps,
             "target >= 0.90",
         ),
-        ("failure p99 vs no-op", 4, 3, |r: &Run| r.p99, ""),
+        ("failure p99 vs no-op", 5, 4, |r: &Run| r.p99, ""),
         ("success CPU/req vs no-op", 2, 1, |r: &Run| r.cpu_us, ""),
     ] {
         let (m, lo, hi) = ratio(a, b, f);
@@ -338,7 +362,10 @@ fn main() {
         size(&plugin) as f64 / 1024.0,
         size(&noop)
     );
-    for (name, (envoy, _)) in ["no filter", "no-op", "meshtriage"].iter().zip(&envoys) {
+    for (name, (envoy, _)) in ["no filter", "no-op", "meshtriage", "meshtriage auto"]
+        .iter()
+        .zip(&envoys)
+    {
         let vm = envoy.metric("meshtriage_vm_memory_bytes", &[]);
         let vm = if vm > 0.0 {
             format!(", VM linear memory {:.1} MiB", vm / 1048576.0)
