@@ -7,6 +7,7 @@
 //! The shipped Envoy configs (docker-compose) are generated from the tests' builders, are
 //! current, and Envoy 1.40 accepts each of them (`envoy --mode validate`).
 
+use meshtriage_core::Direction;
 use meshtriage_envoy_test::configs::{self, CERTS_DIR, WASM_PATH};
 use meshtriage_envoy_test::{certs, paths, Envoy};
 
@@ -68,4 +69,49 @@ fn compose_mounts_what_the_configs_expect() {
             "port {port}"
         );
     }
+}
+
+#[test]
+fn shipped_listeners_state_their_direction() {
+    // Each listener's direction is known statically, so its copy of the plugin configuration
+    // states it and the plugin skips the per-request `xds.listener_direction` read.
+    let cfg = configs::compose_bootstrap();
+    let mut seen = Vec::new();
+    for l in cfg["static_resources"]["listeners"].as_array().unwrap() {
+        let Some(dir) = l["traffic_direction"].as_str() else {
+            continue;
+        };
+        for chain in l["filter_chains"].as_array().unwrap() {
+            for f in chain["filters"].as_array().unwrap() {
+                for h in f["typed_config"]["http_filters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if h["name"] != "envoy.filters.http.wasm" {
+                        continue;
+                    }
+                    let text = h["typed_config"]["config"]["configuration"]["value"]
+                        .as_str()
+                        .unwrap();
+                    let plugin: serde_json::Value = serde_json::from_str(text).unwrap();
+                    assert_eq!(
+                        plugin["direction"],
+                        dir.to_lowercase(),
+                        "listener {}",
+                        l["name"]
+                    );
+                    let expected = match dir {
+                        "INBOUND" => Direction::Inbound,
+                        _ => Direction::Outbound,
+                    };
+                    let parsed = meshtriage_core::config::parse(text.as_bytes()).unwrap();
+                    assert_eq!(parsed.direction, Some(expected));
+                    seen.push(dir.to_string());
+                }
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["INBOUND", "OUTBOUND"]);
 }

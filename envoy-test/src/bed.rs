@@ -30,6 +30,25 @@ pub fn http_wasm(wasm: &str, config: &str) -> Value {
                    "vm_config": vm_config(wasm), "failure_policy": "FAIL_OPEN"}}})
 }
 
+/// `config` (plugin configuration JSON, empty = defaults) stating the listener's `direction`
+/// (`"inbound"`/`"outbound"`), as an operator does when a listener's direction is known
+/// statically: the plugin then skips the per-request `xds.listener_direction` read. A
+/// configuration that is not a JSON object is returned as is (the plugin reports it).
+pub fn with_direction(config: &str, direction: &str) -> String {
+    let doc = if config.trim().is_empty() {
+        Ok(json!({}))
+    } else {
+        serde_json::from_str::<Value>(config)
+    };
+    match doc {
+        Ok(Value::Object(mut map)) => {
+            map.insert("direction".into(), json!(direction));
+            Value::Object(map).to_string()
+        }
+        _ => config.to_string(),
+    }
+}
+
 /// The meshtriage network filter (root id `meshtriage-tcp`).
 pub fn net_wasm(wasm: &str, config: &str) -> Value {
     json!({"name": "envoy.filters.network.wasm", "typed_config": {
@@ -272,14 +291,22 @@ pub struct Topology {
     pub access_log: String,
     /// The plugin configuration; `None` leaves the plugin out.
     pub plugin_config: Option<String>,
+    /// Add each HTTP listener's `direction` to its copy of the plugin configuration (the shipped
+    /// configs). The native bed leaves it out, so its tests exercise the `"auto"` default.
+    pub state_direction: bool,
 }
 
 /// The bed's Envoy bootstrap (without `admin`, which [`Envoy::start`] adds).
 pub fn bootstrap(t: &Topology) -> Value {
-    let filters = || {
+    // `direction`: the listener's, as the plugin configuration spells it.
+    let filters = |direction: &str| {
         let mut f = Vec::new();
         if let Some(cfg) = &t.plugin_config {
-            f.push(http_wasm(&t.wasm, cfg));
+            if t.state_direction {
+                f.push(http_wasm(&t.wasm, &with_direction(cfg, direction)));
+            } else {
+                f.push(http_wasm(&t.wasm, cfg));
+            }
         }
         f.extend(policy_filters());
         f.push(ext_authz_filter());
@@ -307,14 +334,14 @@ pub fn bootstrap(t: &Topology) -> Value {
             "outbound",
             t.port,
             Some("OUTBOUND"),
-            vec![hcm("out", all_routes.clone(), filters(), log)],
+            vec![hcm("out", all_routes.clone(), filters("outbound"), log)],
             None,
         ),
         listener(
             "inbound",
             t.inbound_port,
             Some("INBOUND"),
-            vec![hcm("in", all_routes, filters(), log)],
+            vec![hcm("in", all_routes, filters("inbound"), log)],
             None,
         ),
     ];
@@ -398,6 +425,7 @@ impl Bed {
             wasm: show(&paths::wasm()),
             access_log: show(&dir.join("access.log")),
             plugin_config: (!opts.without_plugin).then(|| opts.plugin_config.clone()),
+            state_direction: false,
         };
         let envoy = Envoy::start(&bootstrap(&topology), &dir);
         Bed {

@@ -44,6 +44,9 @@ pub fn compose_topology() -> Topology {
         wasm: WASM_PATH.into(),
         access_log: "/dev/stdout".into(),
         plugin_config: Some(String::new()),
+        // Each listener's direction is fixed: `{"direction":"outbound"}` on 10000,
+        // `{"direction":"inbound"}` on 10001, no per-request `xds.listener_direction` read.
+        state_direction: true,
     }
 }
 

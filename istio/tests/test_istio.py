@@ -160,7 +160,8 @@ def generated_objects():
 
 def kustomize_render(path):
     """The subset of kustomize this tree uses: resources (files, directories), namespace,
-    patches with a kind/name target (JSON merge patch, or `$patch: delete`)."""
+    patches with a kind/name target (the name a regular expression matching the whole name, as
+    in kustomize; JSON merge patch, or `$patch: delete`)."""
     path = Path(path)
     k = load_docs(path / "kustomization.yaml")[0]
     objs = []
@@ -169,14 +170,17 @@ def kustomize_render(path):
         objs += kustomize_render(rp) if rp.is_dir() else load_docs(rp)
     for p in k.get("patches") or []:
         patch, target = yaml.safe_load(p["patch"]), p["target"]
-        hits = [o for o in objs if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]]
+        hits = [o for o in objs if o["kind"] == target["kind"] and re.fullmatch(target["name"], o["metadata"]["name"])]
         if not hits:
             raise AssertionError(f"{path}: patch target {target} matches nothing")
         for o in hits:
             if patch.get("$patch") == "delete":
                 objs.remove(o)
             else:
-                merge_patch(o, {k2: v for k2, v in patch.items() if k2 not in ("apiVersion", "kind")})
+                # As kustomize does, the patch takes each target's name: its own is only a placeholder.
+                body = copy.deepcopy({k2: v for k2, v in patch.items() if k2 not in ("apiVersion", "kind")})
+                (body.get("metadata") or {}).pop("name", None)
+                merge_patch(o, body)
     if "namespace" in k:
         for o in objs:
             o["metadata"]["namespace"] = k["namespace"]
@@ -426,7 +430,41 @@ class WasmPluginsFollowTheDeploymentRules(unittest.TestCase):
                 self.assertEqual(s["phase"], "AUTHN", "later phases never see RBAC/JWT replies")
                 self.assertEqual({"HTTP": "meshtriage", "NETWORK": "meshtriage-tcp"}[s["type"]], s["pluginName"])
                 if s["type"] == "NETWORK":
-                    self.assertNotIn("pluginConfig", s)
+                    self.assertEqual(set(s["pluginConfig"]), {"direction"}, "the network filter takes no other key")
+
+    def test_every_plugin_covers_one_direction_and_states_it(self):
+        """One mode per WasmPlugin: Istio shares one filter config between the listeners a
+        WasmPlugin matches, so only a single-direction plugin can state `direction` (and spare
+        the per-request `xds.listener_direction` read)."""
+        variants = [generate.load_values()]
+        reordered = copy.deepcopy(variants[0])
+        reordered["namespaces"] = [{"name": "shop", "modes": ["CLIENT", "SERVER"]}, {"name": "batch", "modes": ["CLIENT"]}]
+        variants.append(reordered)
+        plugins = self.all_plugins() + [p for v in variants for objs in generate.render(v).values() for p in wasm_plugins(objs)]
+        for p in plugins:
+            with self.subTest(ns=p["metadata"].get("namespace"), name=p["metadata"]["name"]):
+                [match] = p["spec"]["match"]
+                self.assertEqual(set(match), {"mode"}, "no port restriction")
+                direction = {"SERVER": "inbound", "CLIENT": "outbound"}[match["mode"]]
+                self.assertEqual(p["spec"]["pluginConfig"]["direction"], direction)
+                if "selector" not in p["spec"] and "targetRefs" not in p["spec"]:
+                    suffix = "" if p["spec"]["type"] == "HTTP" else "-tcp"
+                    self.assertEqual(p["metadata"]["name"], f"meshtriage{suffix}-{direction}")
+        names = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in wasm_plugins(generate.render(reordered)["shop"])}
+        self.assertEqual(names, {("shop", f"meshtriage{k}-{d}") for k in ("", "-tcp") for d in ("inbound", "outbound")})
+
+    def test_both_directions_get_the_same_user_config(self):
+        for ns, objs in generate.render(generate.load_values()).items():
+            configs = {}
+            for p in wasm_plugins(objs):
+                cfg = dict(p["spec"]["pluginConfig"])
+                cfg.pop("direction")
+                configs.setdefault(p["spec"]["type"], []).append(cfg)
+            for kind, cfgs in configs.items():
+                with self.subTest(ns=ns, type=kind):
+                    self.assertTrue(all(c == cfgs[0] for c in cfgs))
+                    if kind == "NETWORK":
+                        self.assertEqual(cfgs[0], {})
 
     def test_every_plugin_is_namespace_scoped(self):
         root = generate.load_values().get("rootNamespace", "istio-system")
@@ -516,13 +554,24 @@ class TheGeneratorOwnsOneListAndScopesEverything(unittest.TestCase):
             "gateway without a selector": {"gateways": [{"name": "gw", "namespace": "edge"}]},
             "unknown key": {"namespace": ["shop"]},
             "unknown mode": {"namespaces": [{"name": "shop", "modes": ["INBOUND"]}]},
+            "direction in the defaults": {"pluginConfig": {"direction": "inbound"}},
+            "direction in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "outbound"}}]},
+            "direction auto in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "auto"}}]},
+            "direction in a gateway": {"gateways": [{"name": "gw", "namespace": "edge", "selector": {"istio": "gw"},
+                                                     "pluginConfig": {"direction": "outbound"}}]},
+            "gateway named like a sidecar plugin": {"namespaces": [{"name": "edge", "modes": ["SERVER"]}],
+                                                    "gateways": [{"name": "inbound", "namespace": "edge", "selector": {"istio": "gw"}}]},
+            "gateway named like another's tcp plugin": {"gateways": [{"name": "gw", "namespace": "edge", "selector": {"istio": "gw"}},
+                                                                     {"name": "gw-tcp", "namespace": "edge", "selector": {"istio": "gw2"}}]},
         }
         for name, change in cases.items():
             with self.subTest(name):
-                with self.assertRaises((generate.ValuesError, KeyError)):
+                with self.assertRaises((generate.ValuesError, KeyError)) as caught:
                     v = {**copy.deepcopy(base), **change}
                     generate.check_values(v)
                     generate.render(v)
+                if name.startswith("direction"):
+                    self.assertIn("`direction` is set by the generator", str(caught.exception))
         ok = {**copy.deepcopy(base), "namespaces": [{"name": "edge", "modes": ["SERVER"]}],
               "gateways": [{"name": "gw", "namespace": "edge", "gatewayRef": "public"}]}
         generate.check_values(ok)
@@ -534,7 +583,12 @@ class TheGeneratorOwnsOneListAndScopesEverything(unittest.TestCase):
         r = subprocess.run([py, ISTIO / "tools" / "generate.py", "--check"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         r = subprocess.run([py, ISTIO / "tools" / "generate.py", "--list"], capture_output=True, text=True, check=True)
-        self.assertIn("shop/WasmPlugin/meshtriage", r.stdout.split())
+        listed = r.stdout.split()
+        for name in ("meshtriage-inbound", "meshtriage-outbound", "meshtriage-tcp-inbound", "meshtriage-tcp-outbound"):
+            self.assertIn(f"shop/WasmPlugin/{name}", listed)
+        self.assertNotIn("shop/WasmPlugin/meshtriage", listed, "the two-direction plugin of old")
+        self.assertIn("batch/WasmPlugin/meshtriage-inbound", listed)
+        self.assertNotIn("batch/WasmPlugin/meshtriage-outbound", listed)
         self.assertNotIn("istio-system/", r.stdout)
 
 
@@ -565,7 +619,21 @@ class KustomizeAndHelmRenderTheSameObjects(unittest.TestCase):
         text = (chart / "templates" / "_helpers.tpl").read_text()
         for fixed in ("phase: AUTHN", "failStrategy: FAIL_OPEN", "priority: 1000", "imagePullPolicy: IfNotPresent"):
             self.assertIn(fixed, text)
-        self.assertIn('set $cfg "expose_header" false', (chart / "templates" / "namespaces.yaml").read_text())
+        template = (chart / "templates" / "namespaces.yaml").read_text()
+        self.assertIn('set $cfg "expose_header" false', template)
+        # One plugin per direction, named and configured as the generator does.
+        m = re.search(r'\$directions := dict((?: "[A-Z]+" "[a-z]+")+) \}\}', template)
+        self.assertTrue(m, "the chart's mode -> direction table")
+        words = re.findall(r'"(\w+)"', m.group(1))
+        self.assertEqual(dict(zip(words[::2], words[1::2])), generate.DIRECTIONS)
+        self.assertEqual(list(generate.DIRECTIONS), ["SERVER", "CLIENT"])
+        self.assertIn('range $mode := list "SERVER" "CLIENT"', template, "same order as the generator")
+        self.assertIn('printf "%s-%s" $kind $direction', template)
+        self.assertIn('$cfg := dict "direction" "outbound"', template, "gateways are outbound")
+        self.assertEqual(re.findall(r'hasKey \((\S+) \| default dict\) "direction"', template),
+                         [".Values.pluginConfig", "$e.pluginConfig", ".pluginConfig"],
+                         "every pluginConfig the values can hold is refused a `direction`")
+        self.assertIn("- mode: {{ .mode }}", text)
 
     def test_every_copy_pins_the_same_image(self):
         values = generate.load_values()

@@ -17,7 +17,8 @@ oci://{{ .Values.image.repository }}@{{ $digest }}
 
 {{/*
 One WasmPlugin. Arguments (dict): root (the chart context), name, namespace, rootId, type,
-modes (list), config (dict or nil), target (dict or nil: selector / targetRefs).
+mode (SERVER or CLIENT), config (dict: pluginConfig, `direction` included), target (dict or
+nil: selector / targetRefs).
 */}}
 {{- define "meshtriage.wasmplugin" -}}
 apiVersion: extensions.istio.io/v1alpha1
@@ -42,13 +43,9 @@ spec:
   priority: 1000
   failStrategy: FAIL_OPEN
   match:
-  {{- range .modes }}
-  - mode: {{ . }}
-  {{- end }}
-  {{- if and .config (eq .type "HTTP") }}
+  - mode: {{ .mode }}
   pluginConfig:
     {{- toYaml .config | nindent 4 }}
-  {{- end }}
 {{- end }}
 
 {{/* Telemetry switching the access log to the meshtriage-access-log provider. */}}
