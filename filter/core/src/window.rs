@@ -471,7 +471,9 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub const EXACT: u32 = 64;
+    /// Low enough that a few dozen requests per second (most sidecars) are mostly sampled,
+    /// high enough that a quiet cluster's window is exact.
+    pub const EXACT: u32 = 16;
     pub const EVERY: u32 = 8;
 
     pub const fn new() -> Sampler {
@@ -527,13 +529,16 @@ mod tests {
     fn sampler_counts_exactly_then_one_in_eight_with_weight() {
         let mut s = Sampler::default();
         let weights: Vec<u32> = (0..1000).map(|_| s.weigh()).collect();
-        assert!(weights.iter().take(64).all(|w| *w == 1));
+        assert!(weights
+            .iter()
+            .take(Sampler::EXACT as usize)
+            .all(|w| *w == 1));
         // The weighted sum stands for every request (to within one sampling step).
         let total: u32 = weights.iter().sum();
         assert!((1000 - 7..=1000 + 7).contains(&total), "{total}");
         assert_eq!(
             weights.iter().filter(|w| **w > 0).count(),
-            64 + (1000 - 64) / 8
+            Sampler::EXACT as usize + (1000 - Sampler::EXACT as usize) / 8
         );
         s.reset();
         assert_eq!(s.weigh(), 1);
