@@ -5,10 +5,13 @@ ENVOY_VERSION := 1.40.0
 export ENVOY_BIN ?= $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/meshtriage.wasm
 # binaryen's optimizer, run on the module cargo builds (docs/performance.md, "Module size").
-# It refuses a module using a feature not enabled here: these are the post-MVP features rustc
-# emits for wasm32-wasip1 by default (multivalue and reference types are not used), all
-# supported by Envoy's V8.
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+# No inlining of big functions into their only caller: Envoy's V8 compiles every function with
+# TurboFan when it loads the module, and the resulting 10+ KB functions (-Oz's default) cost
+# 15-20 MiB of Envoy RSS. wasm-opt refuses a module using a feature not enabled here: these are
+# the post-MVP features rustc emits for wasm32-wasip1 by default (multivalue and reference types
+# are not used), all supported by Envoy's V8.
+WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
+  --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
