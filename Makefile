@@ -4,10 +4,18 @@ VENV := $(CURDIR)/target/venv
 ENVOY_VERSION := 1.40.0
 export ENVOY_BIN ?= $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/meshtriage.wasm
+# binaryen's optimizer, run on the module cargo builds (docs/performance.md, "Module size").
+# No inlining of big functions into their only caller: Envoy's V8 compiles every function with
+# TurboFan when it loads the module, and the resulting 10+ KB functions (-Oz's default) cost
+# 15-20 MiB of Envoy RSS. wasm-opt refuses a module using a feature not enabled here: these are
+# the post-MVP features rustc emits for wasm32-wasip1 by default (multivalue and reference types
+# are not used), all supported by Envoy's V8.
+WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
+  --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -33,16 +41,30 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	@touch $@
 
 # wasm-bindgen-test-runner matching the locked wasm-bindgen; curl/openssl for the e2e tests.
-tools:
+tools: binaryen
 	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install -q wasm-bindgen-cli --version $(WBG_VERSION); fi
 	@command -v curl >/dev/null && command -v openssl >/dev/null && command -v iptables >/dev/null && command -v ip >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq curl openssl iptables iproute2 >/dev/null || \
 	    echo "tools: could not install curl/openssl/iptables/iproute2 (not root?); the L4 lab tests will skip"; }
 
-wasm: targets
+# wasm-opt (Debian package binaryen) for `make wasm`.
+binaryen:
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null || \
+	  echo "binaryen: could not install wasm-opt (not root?); make wasm leaves the module unoptimized"; }
+
+# cargo links a fresh copy of the module on every build, even a no-op one, so wasm-opt runs
+# every time (about a second); its output replaces the copy through a rename, never writing
+# into cargo's hard-linked deps/ file.
+wasm: targets binaryen
 	cargo build --release --target wasm32-wasip1 -p meshtriage -p meshtriage-panic-fixture
-	python3 filter/tools/trim_exports.py $(WASM)
+	python3 filter/tools/trim_exports.py $(WASM) $(WASM).trim
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt $(WASM_OPT_FLAGS) $(WASM).trim -o $(WASM).opt && rm -f $(WASM).trim && mv -f $(WASM).opt $(WASM); \
+	else \
+	  echo "note: wasm-opt (binaryen) not found: $(WASM) is not size-optimized (make tools installs it)"; \
+	  mv -f $(WASM).trim $(WASM); \
+	fi
 	@ls -l $(WASM) | awk '{print "built $(WASM):", $$5, "bytes"}'
 
 lint: targets

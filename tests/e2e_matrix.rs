@@ -494,7 +494,7 @@ fn page(runs: &[Run]) -> String {
             "log + metric"
         };
         let ps = ps_error(h1.and_then(|r| r.observed.envoy_proxy_status()));
-        let next = Class::parse(e.class).map_or("", |c| c.info().next_step);
+        let next = Class::parse(e.class).map_or("", |c| c.docs().next_step);
         let request = format!(
             "`{}`{}",
             sc.path,

@@ -6,16 +6,37 @@ use meshtriage_core::hop_by_hop::{HopHeader, HOP_HEADERS};
 use meshtriage_core::metrics as names;
 use meshtriage_core::{Class, Direction, Layer, Origin, Side};
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-/// The labels of one `meshtriage_failures_total` series.
-type FailureLabels = (Direction, Layer, Class, Origin, Side);
+/// The labels of one `meshtriage_failures_total` series, as their enum discriminants.
+type FailureLabels = [u8; 5];
+
+/// Metric ids by key, sorted by key: a few dozen entries, looked up by binary search (no
+/// hasher or hash table code in the module for this).
+struct Ids<K>(Vec<(K, u32)>);
+
+impl<K: Ord> Ids<K> {
+    const fn new() -> Self {
+        Ids(Vec::new())
+    }
+
+    /// The id cached for `key`, else the one `define` returns (then cached).
+    fn get_or_define(&mut self, key: K, define: impl FnOnce(&K) -> Option<u32>) -> Option<u32> {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.0.get(i).map(|(_, id)| *id),
+            Err(i) => {
+                let id = define(&key)?;
+                self.0.insert(i, (key, id));
+                Some(id)
+            }
+        }
+    }
+}
 
 thread_local! {
     // One VM is one thread: this is the VM-wide registry.
-    static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    static IDS: RefCell<Ids<String>> = const { RefCell::new(Ids::new()) };
     // Failure counters by label tuple: no name is built once the series exists.
-    static FAILURE_IDS: RefCell<HashMap<FailureLabels, u32>> = RefCell::new(HashMap::new());
+    static FAILURE_IDS: RefCell<Ids<FailureLabels>> = const { RefCell::new(Ids::new()) };
     // Hop-by-hop counters by (direction, header): apps that send `Connection: keep-alive` hit
     // this on every response, so no name is built once the series exists.
     static HOP_BY_HOP_IDS: RefCell<[[Option<u32>; HOP_HEADERS.len()]; 3]> = const { RefCell::new([[None; HOP_HEADERS.len()]; 3]) };
@@ -33,13 +54,9 @@ fn id_for(name: String) -> Option<u32> {
 /// Names are unique across kinds (counters end in `_total`), so one registry serves all.
 fn id_of(kind: Metric, name: String) -> Option<u32> {
     IDS.with(|ids| {
-        let mut ids = ids.try_borrow_mut().ok()?;
-        if let Some(id) = ids.get(&name) {
-            return Some(*id);
-        }
-        let id = host::define_metric(kind, &name)?;
-        ids.insert(name, id);
-        Some(id)
+        ids.try_borrow_mut()
+            .ok()?
+            .get_or_define(name, |name| host::define_metric(kind, name))
     })
 }
 
@@ -93,15 +110,17 @@ pub fn count_hop_by_hop(dir: Direction, header: HopHeader) {
 
 /// Adds one to `meshtriage_failures_total{dir,layer,class,origin,side}`.
 pub fn count_failure(dir: Direction, layer: Layer, class: Class, origin: Origin, side: Side) {
-    let key = (dir, layer, class, origin, side);
+    let key = [
+        dir as u8,
+        layer as u8,
+        class as u8,
+        origin as u8,
+        side as u8,
+    ];
     let id = FAILURE_IDS.with(|ids| {
-        let mut ids = ids.try_borrow_mut().ok()?;
-        if let Some(id) = ids.get(&key) {
-            return Some(*id);
-        }
-        let id = host::define_counter(&names::failures(dir, layer, class, origin, side))?;
-        ids.insert(key, id);
-        Some(id)
+        ids.try_borrow_mut().ok()?.get_or_define(key, |_| {
+            host::define_counter(&names::failures(dir, layer, class, origin, side))
+        })
     });
     if let Some(id) = id {
         host::increment(id, 1);

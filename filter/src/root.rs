@@ -10,23 +10,29 @@ use meshtriage_core::{config, Config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 thread_local! {
     // The last good configuration per plugin name, VM-wide: Envoy gives a changed plugin
     // configuration a new root context on the same VM, and a bad update must keep the old one.
-    static LAST_GOOD: RefCell<HashMap<String, Config>> = RefCell::new(HashMap::new());
+    // A VM hosts a few plugins at most: a list, no hash table.
+    static LAST_GOOD: RefCell<Vec<(String, Config)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn last_good(plugin: &str) -> Option<Config> {
-    LAST_GOOD.with(|m| m.try_borrow().ok().and_then(|m| m.get(plugin).cloned()))
+    LAST_GOOD.with(|m| {
+        let m = m.try_borrow().ok()?;
+        m.iter().find(|(p, _)| p == plugin).map(|(_, c)| c.clone())
+    })
 }
 
 fn remember(plugin: &str, config: &Config) {
     LAST_GOOD.with(|m| {
         if let Ok(mut m) = m.try_borrow_mut() {
-            m.insert(plugin.to_string(), config.clone());
+            match m.iter_mut().find(|(p, _)| p == plugin) {
+                Some((_, c)) => *c = config.clone(),
+                None => m.push((plugin.to_string(), config.clone())),
+            }
         }
     });
 }

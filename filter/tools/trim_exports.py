@@ -5,7 +5,8 @@ The Rust SDK exports every callback of the ABI, and Envoy calls every exported o
 a crossing into the VM (a few thousand instructions) even when the SDK's default does nothing.
 Envoy skips a callback the module does not export (proxy-wasm-cpp-host checks each export before
 calling it), so removing these saves, per HTTP request, the request-headers and done crossings.
-Usage: trim_exports.py MODULE.wasm (rewritten in place; running it twice is harmless).
+Usage: trim_exports.py IN.wasm OUT.wasm (OUT is written anew: IN may be hard-linked to cargo's
+own copy, which must stay untouched).
 """
 import sys
 
@@ -75,9 +76,8 @@ def trim(module):
 
 
 if __name__ == "__main__":
-    path = sys.argv[1]
-    with open(path, "rb") as f:
+    source, target = sys.argv[1], sys.argv[2]
+    with open(source, "rb") as f:
         module = f.read()
-    trimmed = trim(module)
-    with open(path, "wb") as f:
-        f.write(trimmed)
+    with open(target, "wb") as f:
+        f.write(trim(module))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the OCI image layout of the plugin without a container daemon, and checks one.
 
-    cargo build --release --target wasm32-wasip1 -p meshtriage
+    make wasm                                          # cargo build, then wasm-opt
     python3 istio/tools/build_image.py --tag 0.1.0     # prints the manifest digest
     python3 istio/tools/build_image.py --verify target/istio/oci
 

@@ -95,7 +95,7 @@ fn main() {
         let (text, next) = match &v {
             Some(v) => (
                 describe(v),
-                Class::parse(v.class()).map_or("", |c| c.info().next_step),
+                Class::parse(v.class()).map_or("", |c| c.docs().next_step),
             ),
             None => ("no verdict (success)".to_string(), ""),
         };

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::flags::Flag;
 use crate::signals::{Phase, Signals};
+use crate::substr;
 use crate::taxonomy::{Class, Cond, Direction, Hint, Hints, Layer, Origin, Rule, Side, RULES};
 use crate::upstream::{class_for_proxy_status, UpstreamEvidence};
 
@@ -65,8 +66,8 @@ fn holds(cond: Cond, s: &Signals, cfg: &Config) -> bool {
         Cond::Flag(f) => s.flags.has(f),
         Cond::Details(d) => s.details() == d,
         Cond::DetailsPrefix(d) => s.details().starts_with(d),
-        Cond::DetailsContains(d) => s.details().contains(d),
-        Cond::TfrContains(t) => s.transport_failure().contains(t),
+        Cond::DetailsContains(d) => substr::contains(s.details(), d),
+        Cond::TfrContains(t) => substr::contains(s.transport_failure(), t),
         Cond::ResponseStarted => s.response_started,
         Cond::ChunkedWithoutBody => s.chunked && s.response_body_bytes == 0,
         Cond::ViaUpstream => s.via_upstream(),

@@ -2,6 +2,7 @@
 //! into `Config`. A bad configuration is reported as one `ConfigError` naming the key; the
 //! caller keeps the last good configuration.
 
+use crate::substr;
 use crate::taxonomy::Direction;
 use serde_json::Value;
 use std::fmt;
@@ -162,7 +163,12 @@ fn shown(v: &Value) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("boolean `{b}`"),
         Value::Number(n) if n.is_f64() => "a floating point number".into(),
-        Value::Number(n) => format!("integer `{n}`"),
+        // Integers only here (floats are above): written without serde_json's float printer.
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => format!("integer `{u}`"),
+            (None, Some(i)) => format!("integer `{i}`"),
+            (None, None) => "a floating point number".into(),
+        },
         Value::String(t) => format!("string {:?}", t.chars().take(64).collect::<String>()),
         Value::Array(_) => "a sequence".into(),
         Value::Object(_) => "a map".into(),
@@ -288,7 +294,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     }
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
         let msg = e.to_string();
-        err("(document)", msg.split(" at line ").next().unwrap_or(&msg))
+        let at = substr::find(&msg, " at line ").unwrap_or(msg.len());
+        err("(document)", msg.get(..at).unwrap_or(&msg))
     })?;
     Config::try_from(raw(&doc)?)
 }

@@ -5,7 +5,7 @@ use crate::config::KEYS;
 use crate::flags::FLAGS;
 use crate::hop_by_hop::HOP_HEADERS;
 use crate::metrics;
-use crate::taxonomy::{Cond, CLASSES, HINTS, RULES};
+use crate::taxonomy::{Cond, CLASSES, HINTS, HINT_MEANINGS, RULES};
 use crate::tcp::{TcpCond, TCP_RULES};
 use std::fmt::Write;
 
@@ -104,13 +104,13 @@ pub fn taxonomy_markdown() -> String {
             } else {
                 c.proxy_status
             },
-            c.meaning,
+            c.class.docs().meaning,
             example,
-            c.next_step
+            c.class.docs().next_step
         );
     }
     out.push_str("\n| hint | meaning |\n|---|---|\n");
-    for (_, token, meaning) in HINTS {
+    for ((_, token), meaning) in HINTS.iter().zip(HINT_MEANINGS) {
         let _ = writeln!(out, "| `{token}` | {meaning} |");
     }
     out

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod response;
 pub mod sfv;
 pub mod signals;
+pub mod substr;
 pub mod taxonomy;
 pub mod tcp;
 pub mod upstream;

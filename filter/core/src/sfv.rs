@@ -196,17 +196,30 @@ impl Parser<'_> {
             }
         }
         let len = self.pos - digits_start;
-        let text = self.slice_str(start)?;
+        let digits = self.input.get(start..self.pos).ok_or(Malformed)?;
         match dot {
             None if (1..=15).contains(&len) => {
-                text.parse().map(BareItem::Integer).map_err(|_| Malformed)
+                let n = i64::try_from(digit_value(digits)).map_err(|_| Malformed)?;
+                Ok(BareItem::Integer(if negative { -n } else { n }))
             }
             Some(d)
                 if d > digits_start
                     && d - digits_start <= 12
                     && (1..=3).contains(&(self.pos - d - 1)) =>
             {
-                text.parse().map(BareItem::Decimal).map_err(|_| Malformed)
+                // At most 15 digits: the integer is exact in an f64 and one correctly rounded
+                // division by an exact power of ten gives what `str::parse` gives (without
+                // pulling core's general float parser and its tables into the module).
+                let scale = [10.0, 100.0, 1000.0]
+                    .get(self.pos - d - 2)
+                    .copied()
+                    .ok_or(Malformed)?;
+                let magnitude = digit_value(digits) as f64 / scale;
+                Ok(BareItem::Decimal(if negative {
+                    -magnitude
+                } else {
+                    magnitude
+                }))
             }
             _ => Err(Malformed),
         }
@@ -259,6 +272,14 @@ impl Parser<'_> {
             _ => Err(Malformed),
         }
     }
+}
+
+/// The decimal value of the ASCII digits in `text` (any other byte is skipped; callers pass
+/// at most 15 digits).
+fn digit_value(text: &[u8]) -> u64 {
+    text.iter()
+        .filter(|c| c.is_ascii_digit())
+        .fold(0, |n, c| n * 10 + u64::from(c - b'0'))
 }
 
 fn is_tchar(c: u8) -> bool {
@@ -341,6 +362,61 @@ mod tests {
         assert_eq!(list.len(), 4);
         assert!(list[0].item.is_none());
         assert_eq!(list[0].param("q"), Some(&BareItem::Decimal(1.5)));
+    }
+
+    #[test]
+    fn numbers_read_as_str_parse_reads_them() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-42",
+            "999999999999999",
+            "-999999999999999",
+            "0.1",
+            "-0.0",
+            "1.5",
+            "0.125",
+            "123456789012.999",
+            "-123456789012.001",
+            "3.14",
+            "2.675",
+            "0.3",
+            "9.99",
+        ] {
+            let item = parse_list(text.as_bytes()).unwrap()[0].item.clone();
+            let expected = if text.contains('.') {
+                BareItem::Decimal(text.parse().unwrap())
+            } else {
+                BareItem::Integer(text.parse().unwrap())
+            };
+            assert_eq!(item, Some(expected), "{text}");
+            if let Some(BareItem::Decimal(d)) = item {
+                assert_eq!(
+                    d.to_bits(),
+                    text.parse::<f64>().unwrap().to_bits(),
+                    "{text}"
+                );
+            }
+        }
+        for scale in 0..3 {
+            for n in (0..200_000u64).step_by(7) {
+                let text = match scale {
+                    0 => format!("{}.{}", n / 10, n % 10),
+                    1 => format!("{}.{:02}", n / 100, n % 100),
+                    _ => format!("{}.{:03}", n / 1000, n % 1000),
+                };
+                let Some(BareItem::Decimal(d)) = parse_list(text.as_bytes()).unwrap()[0].item
+                else {
+                    panic!("{text}")
+                };
+                assert_eq!(
+                    d.to_bits(),
+                    text.parse::<f64>().unwrap().to_bits(),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

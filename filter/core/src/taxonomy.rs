@@ -166,6 +166,12 @@ pub struct ClassInfo {
     pub side: Side,
     /// RFC 9209 `Proxy-Status` error type, for `proxy_status: true`.
     pub proxy_status: &'static str,
+}
+
+/// The prose about one class (docs, demo, scenario table). A table of its own: the plugin
+/// never reads it, so it stays out of the wasm module.
+#[derive(Debug)]
+pub struct ClassDocs {
     /// What it means, in one line.
     pub meaning: &'static str,
     /// Where an operator should look next.
@@ -178,7 +184,11 @@ macro_rules! class_table {
         /// Every class, in enum order.
         pub const CLASSES: &[ClassInfo] = &[$( ClassInfo {
             class: Class::$class, token: $token, layer: Layer::$layer, origin: Origin::$origin,
-            side: Side::$side, proxy_status: $ps, meaning: $meaning, next_step: $next,
+            side: Side::$side, proxy_status: $ps,
+        }, )*];
+        /// The prose of every class, in enum order.
+        pub const CLASS_DOCS: &[ClassDocs] = &[$( ClassDocs {
+            meaning: $meaning, next_step: $next,
         }, )*];
     };
 }
@@ -284,6 +294,15 @@ impl Class {
         CLASSES.get(self as usize).unwrap_or(&UNCLASSIFIED)
     }
 
+    /// What the class means and where to look next.
+    pub fn docs(self) -> &'static ClassDocs {
+        const NONE: ClassDocs = ClassDocs {
+            meaning: "",
+            next_step: "",
+        };
+        CLASS_DOCS.get(self as usize).unwrap_or(&NONE)
+    }
+
     pub fn as_str(self) -> &'static str {
         self.info().token
     }
@@ -304,8 +323,6 @@ const UNCLASSIFIED: ClassInfo = ClassInfo {
     origin: Origin::Proxy,
     side: Side::Local,
     proxy_status: "proxy_internal_error",
-    meaning: "",
-    next_step: "",
 };
 
 /// A hint refines a verdict; several can apply.
@@ -321,16 +338,28 @@ pub enum Hint {
     SlowConnect,
 }
 
-/// Every hint with its token and meaning, in the order they are written.
-pub const HINTS: [(Hint, &str, &str); 8] = [
-    (Hint::RetriesExhausted, "retries_exhausted", "URX: the retry policy gave up; `attempts` says how many were made"),
-    (Hint::AppClosedConnection, "app_closed_connection", "UC on an inbound listener: the local app closed the connection without answering - look at the app, not the network"),
-    (Hint::HopByHopHeaders, "hop_by_hop_headers", "the failing response carried hop-by-hop headers (connection, te, trailer, upgrade, ...): an app copying another response's headers"),
-    (Hint::BrokenChunkedFraming, "broken_chunked_framing", "the response declared chunked framing and no body chunk could be parsed: copied Transfer-Encoding over a plain body"),
-    (Hint::Mtls, "mtls", "the failing upstream connection used mesh mTLS"),
-    (Hint::LargePayload, "large_payload", "the request or response body was at or above large_payload_bytes"),
-    (Hint::RetryBudgetExceeded, "retry_budget_exceeded", "retries to this cluster exceeded the retry budget in the current window"),
-    (Hint::SlowConnect, "slow_connect", "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path"),
+/// Every hint with its token, in the order they are written.
+pub const HINTS: [(Hint, &str); 8] = [
+    (Hint::RetriesExhausted, "retries_exhausted"),
+    (Hint::AppClosedConnection, "app_closed_connection"),
+    (Hint::HopByHopHeaders, "hop_by_hop_headers"),
+    (Hint::BrokenChunkedFraming, "broken_chunked_framing"),
+    (Hint::Mtls, "mtls"),
+    (Hint::LargePayload, "large_payload"),
+    (Hint::RetryBudgetExceeded, "retry_budget_exceeded"),
+    (Hint::SlowConnect, "slow_connect"),
+];
+
+/// What each hint of [`HINTS`] means, same order (docs only: kept out of the wasm module).
+pub const HINT_MEANINGS: [&str; 8] = [
+    "URX: the retry policy gave up; `attempts` says how many were made",
+    "UC on an inbound listener: the local app closed the connection without answering - look at the app, not the network",
+    "the failing response carried hop-by-hop headers (connection, te, trailer, upgrade, ...): an app copying another response's headers",
+    "the response declared chunked framing and no body chunk could be parsed: copied Transfer-Encoding over a plain body",
+    "the failing upstream connection used mesh mTLS",
+    "the request or response body was at or above large_payload_bytes",
+    "retries to this cluster exceeded the retry budget in the current window",
+    "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path",
 ];
 
 impl Hint {

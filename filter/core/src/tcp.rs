@@ -13,6 +13,7 @@
 
 use crate::classify::Outcome;
 use crate::flags::{Flag as F, ResponseFlags};
+use crate::substr;
 use crate::taxonomy::{Class, Direction, Hint, Hints, Layer, Side};
 use crate::verdict::Verdict;
 
@@ -220,7 +221,7 @@ fn holds(cond: TcpCond, s: &TcpSignals) -> bool {
         TerminationPrefix(t) => text(&s.termination).starts_with(t),
         Termination => !text(&s.termination).is_empty(),
         DownstreamTlsFailure => !text(&s.downstream_failure).is_empty(),
-        UpstreamTfrContains(t) => text(&s.upstream_failure).contains(t),
+        UpstreamTfrContains(t) => substr::contains(text(&s.upstream_failure), t),
         NoUpstreamTfr => text(&s.upstream_failure).is_empty(),
         ClosedBy(c) => s.downstream_closed == Some(c),
         NoUpstreamFin => !s.upstream_fin,

@@ -4,6 +4,7 @@
 
 use crate::flags::ResponseFlags;
 use crate::sfv::{self, BareItem};
+use crate::substr;
 use crate::taxonomy::{Class, Layer};
 
 /// At most this many verdict entries are passed on (the newest ones).
@@ -113,7 +114,7 @@ pub fn parse_proxy_status(value: &[u8]) -> Option<UpstreamEvidence> {
         .and_then(BareItem::as_string)
         .unwrap_or("");
     // Envoy writes `details="<code details>; <short flags>"`.
-    let (details, flags) = match raw.rsplit_once("; ") {
+    let (details, flags) = match substr::rsplit_once(raw, "; ") {
         Some((d, f)) => (d, ResponseFlags::parse_short_names(f)),
         None => (raw, ResponseFlags::default()),
     };
