@@ -29,7 +29,7 @@ struct Worker {
 thread_local! {
     // One VM is one thread; a VM hosts a few plugins at most (one entry per plugin name).
     static WORKERS: RefCell<Vec<Worker>> = const { RefCell::new(Vec::new()) };
-    // Requests this worker finished this second (all plugins of the VM), for the sample.
+    // Requests this worker finished since the last tick (all plugins of the VM), for the sample.
     static SAMPLER: RefCell<Sampler> = const { RefCell::new(Sampler::new()) };
 }
 

@@ -462,39 +462,70 @@ impl<'a> Reader<'a> {
 }
 
 /// Which finished requests the window counts, and with what weight. Counting one costs two
-/// host calls (attempt count, cluster name), so every request is counted up to
-/// [`Sampler::EXACT`] per second per worker, then one in [`Sampler::EVERY`] with that weight:
-/// the window's sums stay unbiased and the cost per request falls eightfold under load.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// host calls (attempt count, cluster name, ~24k Envoy instructions), so under load a worker
+/// counts about [`Sampler::PER_TICK`] requests per tick, each chosen at random with
+/// probability 1/w and counted w times: the window's sums stay unbiased, the cost per
+/// request falls with the rate, and the cost per second stays bounded. Quiet workers (at most
+/// `PER_TICK` requests in the last tick) count every request exactly. Random, not every w-th:
+/// traffic alternating between clusters must not alias with the period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sampler {
     seen: u32,
+    /// A power of two: 1 counts every request.
+    every: u32,
+    rng: u32,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler::new()
+    }
 }
 
 impl Sampler {
-    /// Low enough that a few dozen requests per second (most sidecars) are mostly sampled,
-    /// high enough that a quiet cluster's window is exact.
-    pub const EXACT: u32 = 16;
-    pub const EVERY: u32 = 8;
+    /// Requests per tick a busy worker still counts (one tick: a second).
+    pub const PER_TICK: u32 = 32;
 
     pub const fn new() -> Sampler {
-        Sampler { seen: 0 }
+        Sampler {
+            seen: 0,
+            every: 1,
+            rng: 0x9E37_79B9,
+        }
     }
 
-    /// The weight of the next finished request: 1 (exact), `EVERY` (sampled) or 0 (skipped).
+    /// The weight of the next finished request: 1 (exact), `w` (sampled) or 0 (skipped).
     pub fn weigh(&mut self) -> u32 {
         self.seen = self.seen.saturating_add(1);
-        if self.seen <= Self::EXACT {
-            1
-        } else if (self.seen - Self::EXACT).is_multiple_of(Self::EVERY) {
-            Self::EVERY
+        if self.every <= 1 {
+            return 1;
+        }
+        // xorshift32: cheap, and never 0 from a nonzero seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 17;
+        self.rng ^= self.rng << 5;
+        if self.rng & (self.every - 1) == 0 {
+            self.every
         } else {
             0
         }
     }
 
-    /// A new second (the root's tick).
+    /// A new tick: the sampling rate follows the rate of the tick that ended.
     pub fn reset(&mut self) {
+        self.every = if self.seen <= Self::PER_TICK {
+            1
+        } else {
+            (self.seen / Self::PER_TICK)
+                .next_power_of_two()
+                .min(1 << 16)
+        };
         self.seen = 0;
+    }
+
+    /// The current weight of a sampled request (1: exact).
+    pub fn every(&self) -> u32 {
+        self.every
     }
 }
 
@@ -526,22 +557,32 @@ mod tests {
     }
 
     #[test]
-    fn sampler_counts_exactly_then_one_in_eight_with_weight() {
+    fn sampler_is_exact_when_quiet_and_bounded_and_unbiased_when_busy() {
         let mut s = Sampler::default();
-        let weights: Vec<u32> = (0..1000).map(|_| s.weigh()).collect();
-        assert!(weights
-            .iter()
-            .take(Sampler::EXACT as usize)
-            .all(|w| *w == 1));
-        // The weighted sum stands for every request (to within one sampling step).
-        let total: u32 = weights.iter().sum();
-        assert!((1000 - 7..=1000 + 7).contains(&total), "{total}");
-        assert_eq!(
-            weights.iter().filter(|w| **w > 0).count(),
-            Sampler::EXACT as usize + (1000 - Sampler::EXACT as usize) / 8
-        );
+        // Quiet: every request counted exactly, tick after tick.
+        for _ in 0..3 {
+            assert!((0..Sampler::PER_TICK).all(|_| s.weigh() == 1));
+            s.reset();
+            assert_eq!(s.every(), 1);
+        }
+        // Busy: 10,000 requests in a tick, then the same rate again.
+        for _ in 0..10_000 {
+            s.weigh();
+        }
         s.reset();
-        assert_eq!(s.weigh(), 1);
+        assert_eq!(s.every(), 512); // 10_000 / 32 = 312 -> 512
+        let weights: Vec<u32> = (0..100_000).map(|_| s.weigh()).collect();
+        let counted = weights.iter().filter(|w| **w > 0).count();
+        assert!((130..=260).contains(&counted), "{counted}");
+        // The weighted sum stands for every request (within a few percent).
+        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+        assert!((80_000..=120_000).contains(&total), "{total}");
+        // Alternating traffic (two clusters) is not aliased by the sampling period.
+        let even = weights.iter().step_by(2).filter(|w| **w > 0).count();
+        assert!(
+            even > counted / 4 && even < counted * 3 / 4,
+            "{even} of {counted}"
+        );
     }
 
     #[test]
