@@ -24,9 +24,15 @@ fn vm_config(wasm: &str) -> Value {
 
 /// The meshtriage HTTP filter with `config` (JSON text) as plugin configuration.
 pub fn http_wasm(wasm: &str, config: &str) -> Value {
+    http_wasm_named("meshtriage", wasm, config)
+}
+
+/// The HTTP filter under the plugin name `name`: the plugin keeps its last good configuration
+/// per name, so listeners with different configurations need different names.
+pub fn http_wasm_named(name: &str, wasm: &str, config: &str) -> Value {
     json!({"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": "meshtriage", "root_id": "meshtriage", "configuration": string_value(config),
+        "config": {"name": name, "root_id": "meshtriage", "configuration": string_value(config),
                    "vm_config": vm_config(wasm), "failure_policy": "FAIL_OPEN"}}})
 }
 
@@ -303,7 +309,11 @@ pub fn bootstrap(t: &Topology) -> Value {
         let mut f = Vec::new();
         if let Some(cfg) = &t.plugin_config {
             if t.state_direction {
-                f.push(http_wasm(&t.wasm, &with_direction(cfg, direction)));
+                f.push(http_wasm_named(
+                    &format!("meshtriage-{direction}"),
+                    &t.wasm,
+                    &with_direction(cfg, direction),
+                ));
             } else {
                 f.push(http_wasm(&t.wasm, cfg));
             }
