@@ -9,11 +9,7 @@
 //! list honest: a dropped callback must not be implemented in filter/src (it would silently
 //! never run), and the module the e2e tests load must really be trimmed.
 
-use std::path::PathBuf;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use meshtriage_envoy_test::paths::root;
 
 /// The export names listed in the script's `UNUSED` set.
 fn dropped() -> Vec<String> {
