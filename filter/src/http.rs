@@ -18,7 +18,7 @@ use meshtriage_core::upstream::{
 };
 use meshtriage_core::window::Counts;
 use meshtriage_core::wire::HeaderPairs;
-use meshtriage_core::{classify, is_failing, Direction, Phase, Signals, Verdict};
+use meshtriage_core::{classify, is_failing, Direction, Outcome, Phase, Signals, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -139,8 +139,7 @@ impl HttpFilter {
             },
             request_body_bytes: self.request_bytes,
             hop_by_hop: self.hop_by_hop,
-            upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate")
-                .is_some_and(|s| s.starts_with("spiffe://")),
+            upstream_mtls: false, // read by `classify` only for transport-layer verdicts
             connect_nanos: if failed_connect {
                 None
             } else {
@@ -257,7 +256,7 @@ impl HttpFilter {
         signals.upstream = evidence;
         let settings = self.settings.clone();
         if is_failing(&signals, &settings.config) {
-            let outcome = classify(&signals, &settings.config);
+            let outcome = classify_mtls(&mut signals, &settings.config);
             self.verdict = Some(Verdict::new(outcome, &signals, &settings.hop));
             self.encoded = None;
         }
@@ -273,7 +272,8 @@ impl HttpFilter {
             }
             return;
         }
-        let verdict = Verdict::new(classify(&s, cfg), &s, &settings.hop);
+        let mut s = s;
+        let verdict = Verdict::new(classify_mtls(&mut s, cfg), &s, &settings.hop);
         if let Some(name) = cfg.header.as_deref() {
             let ok = match (&kept_entries, cfg.expose_header) {
                 (_, false) => {
@@ -322,11 +322,11 @@ impl HttpFilter {
                 let status = host::property_i64(b"response\0code")
                     .and_then(|c| u16::try_from(c).ok())
                     .filter(|c| *c != 0);
-                let s = self.signals(Phase::Log, status);
+                let mut s = self.signals(Phase::Log, status);
                 let settings = self.settings.clone();
                 if is_failing(&s, &settings.config) {
                     self.verdict = Some(Verdict::new(
-                        classify(&s, &settings.config),
+                        classify_mtls(&mut s, &settings.config),
                         &s,
                         &settings.hop,
                     ));
@@ -375,6 +375,22 @@ impl HttpFilter {
         if let Some(cluster) = self.cluster() {
             window::record(&settings, dir, cluster, counts);
         }
+    }
+}
+
+/// Classifies; a transport-layer verdict then reads the upstream certificate for the `mtls`
+/// hint (one host call only there) and is classified again with it.
+fn classify_mtls(s: &mut Signals, cfg: &meshtriage_core::Config) -> Outcome {
+    let outcome = classify(s, cfg);
+    if !outcome.wants_mtls() {
+        return outcome;
+    }
+    s.upstream_mtls = host::property_string(b"upstream\0uri_san_peer_certificate")
+        .is_some_and(|san| san.starts_with("spiffe://"));
+    if s.upstream_mtls {
+        classify(s, cfg)
+    } else {
+        outcome
     }
 }
 

@@ -21,6 +21,15 @@ pub struct Outcome {
     pub hints: Hints,
 }
 
+impl Outcome {
+    /// Is the upstream certificate worth reading for the `mtls` hint? Only transport-layer
+    /// verdicts: there the mesh's mTLS is a suspect; on an app's 5xx in a mesh it is always
+    /// true and says nothing (and reading it costs a host call per failure).
+    pub fn wants_mtls(&self) -> bool {
+        self.layer == Layer::L4
+    }
+}
+
 /// Contract §2: is this exchange failing?
 pub fn is_failing(s: &Signals, cfg: &Config) -> bool {
     if matches!(s.upstream, UpstreamEvidence::Verdicts { .. }) {

@@ -356,7 +356,7 @@ pub const HINT_MEANINGS: [&str; 8] = [
     "UC on an inbound listener: the local app closed the connection without answering - look at the app, not the network",
     "the failing response carried hop-by-hop headers (connection, te, trailer, upgrade, ...): an app copying another response's headers",
     "the response declared chunked framing and no body chunk could be parsed: copied Transfer-Encoding over a plain body",
-    "the failing upstream connection used mesh mTLS",
+    "the failing upstream connection used mesh mTLS (on transport-layer verdicts: on an app's error in a mesh it would always be true)",
     "the request or response body was at or above large_payload_bytes",
     "retries to this cluster exceeded the retry budget in the current window",
     "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path",

@@ -729,3 +729,17 @@ fn every_flag_combination_classifies_and_encodes_parseably() {
         }
     }
 }
+
+/// The glue reads the upstream certificate (for `mtls`) only when the verdict is transport-layer.
+#[test]
+fn only_transport_layer_verdicts_want_the_mtls_hint() {
+    let cfg = Config::default();
+    let reset = sig(
+        Some(503),
+        &[Flag::UC],
+        &format!("{URBRS}{{connection_termination}}"),
+    );
+    assert!(classify(&reset, &cfg).wants_mtls());
+    let app = sig(Some(503), &[], "via_upstream");
+    assert!(!classify(&app, &cfg).wants_mtls());
+}
