@@ -1,5 +1,6 @@
 //! Throwaway certificates, generated per test run with the `openssl` CLI: a CA, a server
-//! certificate for `upstream.local` signed by it, and an unrelated CA. Nothing is checked in.
+//! certificate for `upstream.local` (and a SPIFFE identity) signed by it, and an unrelated CA.
+//! Nothing is checked in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,7 +85,13 @@ pub fn generate(dir: &Path) -> Certs {
             "/CN=upstream.local",
         ],
     );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:upstream.local\n").unwrap();
+    // The URI SAN is a mesh (SPIFFE) identity, as Istio's workload certificates carry: the
+    // plugin's `mtls` hint looks for it.
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:upstream.local,URI:spiffe://cluster.local/ns/test/sa/upstream\n",
+    )
+    .unwrap();
     openssl(
         dir,
         &[
