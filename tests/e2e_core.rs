@@ -324,6 +324,33 @@ fn a_bad_plugin_config_is_logged_and_traffic_keeps_its_verdicts() {
     assert!(b.envoy.metric(CONFIG_ERRORS, &[]) >= 1.0);
 }
 
+/// `direction` stated in the configuration replaces Envoy's `xds.listener_direction` (one host
+/// call less per request). Stated wrongly on purpose here, so only the configuration can explain
+/// the labels: the outbound listener's verdicts and counters say `inbound`.
+#[test]
+fn a_stated_direction_labels_verdicts_and_counters() {
+    let b = Bed::start(
+        "direction",
+        BedOptions {
+            plugin_config: r#"{"direction": "inbound"}"#.into(),
+            ..BedOptions::default()
+        },
+    );
+    let requests_before = b.envoy.metric(REQUESTS, &[("dir", "inbound")]);
+    check(
+        &b,
+        b.port,
+        "inbound",
+        "/uf",
+        &Expect::new(503, L4, "connect_refused", "proxy", "upstream"),
+    );
+    let requests = b
+        .envoy
+        .wait_metric(REQUESTS, &[("dir", "inbound")], requests_before + 1.0);
+    assert!(requests > requests_before, "{requests}");
+    assert_eq!(b.envoy.metric(REQUESTS, &[("dir", "outbound")]), 0.0);
+}
+
 #[test]
 fn configuration_changes_the_header() {
     let b = Bed::start("config", BedOptions { plugin_config: r#"{"header": "x-why", "include_detail": false, "hop": "edge.gw", "proxy_status": true}"#.into(), ..BedOptions::default() });
