@@ -81,15 +81,10 @@ impl HttpFilter {
         }
     }
 
-    /// The configured direction, else `xds.listener_direction` (read at most once).
+    /// The listener direction (`Settings::direction`), worked out at most once per request.
     fn direction(&mut self) -> Direction {
-        if let Some(d) = self.settings.config.direction {
-            return d;
-        }
-        *self.dir.get_or_insert_with(|| {
-            host::property_i64(b"xds\0listener_direction")
-                .map_or(Direction::Unknown, Direction::from_envoy)
-        })
+        let settings = &self.settings;
+        *self.dir.get_or_insert_with(|| settings.direction())
     }
 
     fn cluster(&mut self) -> Option<&str> {

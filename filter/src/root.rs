@@ -6,7 +6,7 @@ use crate::http::HttpFilter;
 use crate::metrics;
 use crate::tcp::TcpFilter;
 use crate::window;
-use meshtriage_core::{config, Config};
+use meshtriage_core::{config, Config, Direction};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -51,6 +51,17 @@ pub struct Settings {
     pub hop: String,
     /// Shared-data key of this plugin's sliding window (retry budget, payload sizes).
     pub window_key: String,
+}
+
+impl Settings {
+    /// The configured `direction`, else Envoy's `xds.listener_direction` for the stream or
+    /// connection being handled (one host call: callers read it at most once).
+    pub fn direction(&self) -> Direction {
+        self.config.direction.unwrap_or_else(|| {
+            host::property_i64(b"xds\0listener_direction")
+                .map_or(Direction::Unknown, Direction::from_envoy)
+        })
+    }
 }
 
 #[derive(Default)]

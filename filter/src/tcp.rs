@@ -12,7 +12,6 @@ use crate::root::Settings;
 use meshtriage_core::flags::ResponseFlags;
 use meshtriage_core::metrics as names;
 use meshtriage_core::tcp::{classify_tcp, tcp_verdict, Closer, TcpSignals};
-use meshtriage_core::Direction;
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, PeerType};
 use std::rc::Rc;
@@ -53,10 +52,7 @@ impl TcpFilter {
 
     /// Reads the connection's properties (end of connection only).
     fn signals(&self) -> TcpSignals {
-        let dir = self.settings.config.direction.unwrap_or_else(|| {
-            host::property_i64(b"xds\0listener_direction")
-                .map_or(Direction::Unknown, Direction::from_envoy)
-        });
+        let dir = self.settings.direction();
         TcpSignals {
             direction: dir,
             flags: host::property(b"response\0flags")

@@ -29,7 +29,7 @@ struct Worker {
 thread_local! {
     // One VM is one thread; a VM hosts a few plugins at most (one entry per plugin name).
     static WORKERS: RefCell<Vec<Worker>> = const { RefCell::new(Vec::new()) };
-    // Requests this worker finished since the last tick (all plugins of the VM), for the sample.
+    // Requests this worker finished this second (all plugins of the VM), for the sample.
     static SAMPLER: RefCell<Sampler> = const { RefCell::new(Sampler::new()) };
 }
 
@@ -85,14 +85,14 @@ pub fn over_budget(settings: &Settings, dir: Direction, cluster: &str) -> bool {
 /// Once per second: merge this worker's delta into shared data, re-evaluate, count budget
 /// episodes, set the gauges and keep the result as the snapshot.
 pub fn flush(settings: &Settings) {
-    SAMPLER.with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            s.reset();
-        }
-    });
     let Some(now_s) = host::now_nanos().map(|n| n / 1_000_000_000) else {
         return;
     };
+    SAMPLER.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.tick(now_s);
+        }
+    });
     let budget = settings.config.retry_budget;
     let result = with_worker(settings, |w| {
         for _ in 0..CAS_ATTEMPTS {

@@ -463,10 +463,10 @@ impl<'a> Reader<'a> {
 
 /// Which finished requests the window counts, and with what weight. Counting one costs two
 /// host calls (attempt count, cluster name, ~24k Envoy instructions), so under load a worker
-/// counts about [`Sampler::PER_TICK`] requests per tick, each chosen at random with
+/// counts about [`Sampler::PER_SECOND`] requests per second, each chosen at random with
 /// probability 1/w and counted w times: the window's sums stay unbiased, the cost per
 /// request falls with the rate, and the cost per second stays bounded. Quiet workers (at most
-/// `PER_TICK` requests in the last tick) count every request exactly. Random, not every w-th:
+/// `PER_SECOND` requests in the last second) count every request exactly. Random, not every w-th:
 /// traffic alternating between clusters must not alias with the period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sampler {
@@ -474,6 +474,9 @@ pub struct Sampler {
     /// A power of two: 1 counts every request.
     every: u32,
     rng: u32,
+    /// The second of the last tick: a VM hosts several plugins, each ticking once a second,
+    /// and only the first tick of a second starts a new one.
+    second: u64,
 }
 
 impl Default for Sampler {
@@ -483,14 +486,15 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// Requests per tick a busy worker still counts (one tick: a second).
-    pub const PER_TICK: u32 = 32;
+    /// Requests per second a busy worker still counts.
+    pub const PER_SECOND: u32 = 32;
 
     pub const fn new() -> Sampler {
         Sampler {
             seen: 0,
             every: 1,
             rng: 0x9E37_79B9,
+            second: 0,
         }
     }
 
@@ -511,12 +515,17 @@ impl Sampler {
         }
     }
 
-    /// A new tick: the sampling rate follows the rate of the tick that ended.
-    pub fn reset(&mut self) {
-        self.every = if self.seen <= Self::PER_TICK {
+    /// A tick at `now_s` (seconds): the first of a second sets the sampling rate from the
+    /// rate of the second that ended; later ticks of the same second change nothing.
+    pub fn tick(&mut self, now_s: u64) {
+        if now_s == self.second {
+            return;
+        }
+        self.second = now_s;
+        self.every = if self.seen <= Self::PER_SECOND {
             1
         } else {
-            (self.seen / Self::PER_TICK)
+            (self.seen / Self::PER_SECOND)
                 .next_power_of_two()
                 .min(1 << 16)
         };
@@ -559,18 +568,21 @@ mod tests {
     #[test]
     fn sampler_is_exact_when_quiet_and_bounded_and_unbiased_when_busy() {
         let mut s = Sampler::default();
-        // Quiet: every request counted exactly, tick after tick.
-        for _ in 0..3 {
-            assert!((0..Sampler::PER_TICK).all(|_| s.weigh() == 1));
-            s.reset();
+        // Quiet: every request counted exactly, second after second.
+        for second in 1..4 {
+            assert!((0..Sampler::PER_SECOND).all(|_| s.weigh() == 1));
+            s.tick(second);
             assert_eq!(s.every(), 1);
         }
-        // Busy: 10,000 requests in a tick, then the same rate again.
+        // Busy: 10,000 requests in a second, then the same rate again.
         for _ in 0..10_000 {
             s.weigh();
         }
-        s.reset();
+        s.tick(4);
         assert_eq!(s.every(), 512); // 10_000 / 32 = 312 -> 512
+                                    // Another plugin's tick in the same second changes nothing.
+        s.tick(4);
+        assert_eq!(s.every(), 512);
         let weights: Vec<u32> = (0..100_000).map(|_| s.weigh()).collect();
         let counted = weights.iter().filter(|w| **w > 0).count();
         assert!((130..=260).contains(&counted), "{counted}");
