@@ -19,6 +19,7 @@ pub mod hostile;
 pub mod mesh;
 pub mod netlab;
 pub mod paths;
+pub mod real_software;
 pub mod scenario;
 pub mod tcp_bed;
 pub mod upstream;

@@ -9,6 +9,7 @@ use crate::metrics;
 use crate::root::Settings;
 use crate::window;
 use meshtriage_core::flags::{Flag, ResponseFlags};
+use meshtriage_core::gateway_replies::confirmed_by_body;
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
 use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
@@ -58,6 +59,8 @@ pub struct HttpFilter {
 struct BodyProbe {
     signals: Signals,
     body: Vec<u8>,
+    /// The body outgrew the cap: no gateway's reply.
+    overflow: bool,
 }
 
 impl HttpFilter {
@@ -224,16 +227,20 @@ impl HttpFilter {
         // Envoy cannot hold the headers and hand the body over first (proxy-wasm turns a pause
         // into StopAllIterationAndWatermark: no body callback until the headers go on), so the
         // header keeps what the headers prove, and the body refines metrics and filter state.
-        if s.via_upstream()
-            && kept_entries.is_none()
-            && s.upstream == UpstreamEvidence::None
-            && !end_of_stream
-            && scan.may_carry_local_reply()
-        {
-            self.probe = Some(Box::new(BodyProbe {
-                signals: s.clone(),
-                body: Vec::new(),
-            }));
+        // Another gateway's error page (nginx, HAProxy, a plain Envoy): the headers make it
+        // likely (the header says `inferred`), the body makes it certain.
+        if s.via_upstream() && kept_entries.is_none() && s.upstream == UpstreamEvidence::None {
+            let view = scan.header_view();
+            if !end_of_stream && (scan.may_carry_local_reply() || view.may_be_gateway_page()) {
+                self.probe = Some(Box::new(BodyProbe {
+                    signals: s.clone(),
+                    body: Vec::new(),
+                    overflow: false,
+                }));
+            }
+            if let Some(reply) = view.likely() {
+                s.upstream = UpstreamEvidence::Inferred { class: reply.class };
+            }
         }
         self.decide(&scan, s, kept_entries);
         Action::Continue
@@ -244,17 +251,30 @@ impl HttpFilter {
         let Some(probe) = self.probe.take() else {
             return;
         };
-        let BodyProbe { mut signals, body } = *probe;
-        let Some(evidence) = local_reply_class(&body) else {
-            return;
+        let BodyProbe {
+            mut signals,
+            body,
+            overflow,
+        } = *probe;
+        let evidence = if overflow {
+            None
+        } else {
+            local_reply_class(&body).or_else(|| confirmed_by_body(signals.status, &body))
         };
-        signals.upstream = evidence;
-        let settings = self.settings.clone();
-        if is_failing(&signals, &settings.config) {
-            let outcome = classify_mtls(&mut signals, &settings.config);
-            self.verdict = Some(Verdict::new(outcome, &signals, &settings.hop));
-            self.encoded = None;
+        match evidence {
+            Some(e) => signals.upstream = e,
+            // The body refutes what the headers suggested: the verdict goes back to the app.
+            None if self.verdict.as_ref().is_some_and(|v| v.inferred) => {}
+            None => return,
         }
+        let settings = self.settings.clone();
+        self.encoded = None;
+        self.verdict = if is_failing(&signals, &settings.config) {
+            let outcome = classify_mtls(&mut signals, &settings.config);
+            Some(Verdict::new(outcome, &signals, &settings.hop))
+        } else {
+            None
+        };
     }
 
     /// Classifies a response that may be failing and writes the header.
@@ -413,8 +433,14 @@ impl HttpContext for HttpFilter {
         if body_size == 0 {
             return Action::Continue;
         }
+        if probe.overflow {
+            return Action::Continue;
+        }
         if probe.body.len() + body_size > MAX_LOCAL_REPLY_BODY {
-            self.probe = None; // bigger than any local reply: no body evidence
+            // Bigger than any gateway's reply: no body evidence (an inferred verdict is
+            // withdrawn at the end of the stream).
+            probe.overflow = true;
+            probe.body = Vec::new();
             return Action::Continue;
         }
         match host::response_body(body_size) {

@@ -41,7 +41,9 @@ pub fn is_failing(s: &Signals, cfg: &Config) -> bool {
         && s.status.is_some_and(|c| c >= 400)
         && matches!(
             s.upstream,
-            UpstreamEvidence::ProxyStatus { .. } | UpstreamEvidence::LocalReplyBody { .. }
+            UpstreamEvidence::ProxyStatus { .. }
+                | UpstreamEvidence::LocalReplyBody { .. }
+                | UpstreamEvidence::Inferred { .. }
         )
     {
         return true;
@@ -162,6 +164,7 @@ fn upstream_class(s: &Signals, cfg: &Config, hints: &mut Hints) -> Option<(Class
             }
             Some((*class, class.info().layer))
         }
+        UpstreamEvidence::Inferred { class } => Some((*class, class.info().layer)),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod docs;
 pub mod examples;
 pub mod flags;
+pub mod gateway_replies;
 pub mod hop_by_hop;
 pub mod metrics;
 pub mod response;

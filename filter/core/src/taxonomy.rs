@@ -151,6 +151,7 @@ pub enum Class {
     FilterFailure,
     AppError,
     AppGrpcError,
+    GatewayError,
     DownstreamTlsError,
     ConnectionPolicyClosed,
     Unclassified,
@@ -278,6 +279,9 @@ class_table! {
     AppGrpcError => "app_grpc_error", L7, App, Upstream, "",
         "the upstream application answered with a failing gRPC status",
         "look at the app's logs: the network delivered its answer";
+    GatewayError => "gateway_error", L7, UpstreamProxy, Upstream, "",
+        "a proxy or load balancer further upstream (nginx, HAProxy, ...) answered with its own error page: it got no valid answer from its backend",
+        "the app behind that gateway never answered: read the gateway's error log for its backend, then check that backend (the table of gateway replies below says which)";
     DownstreamTlsError => "downstream_tls_error", L4, Client, Downstream, "",
         "the client's TLS handshake with this proxy failed (plaintext client on a TLS port, missing or untrusted client certificate)",
         "check the client's TLS settings against this listener: a plaintext client on a STRICT mTLS port, or a certificate it does not trust (network filter only)";
@@ -607,6 +611,9 @@ mod tests {
         for c in Class::all().filter(|c| *c != Class::Unclassified) {
             assert!(
                 RULES.iter().any(|r| r.class == c)
+                    || crate::gateway_replies::GATEWAY_REPLIES
+                        .iter()
+                        .any(|r| r.class == c)
                     || crate::tcp::TCP_RULES.iter().any(|r| r.class == c),
                 "{} has no rule",
                 c.as_str()

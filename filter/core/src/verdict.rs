@@ -6,6 +6,7 @@ use crate::flags::ResponseFlags;
 use crate::sfv::push_string;
 use crate::signals::Signals;
 use crate::taxonomy::{Class, Direction, Hints, Layer, Origin, Side};
+use crate::upstream::UpstreamEvidence;
 use std::fmt::Write;
 
 /// Longest `detail` written.
@@ -24,6 +25,10 @@ pub struct Verdict {
     pub detail: Option<String>,
     pub attempts: u64,
     pub hints: Hints,
+    /// Origin and class come from the headers only (another proxy's reply is likely, not
+    /// certain): written as the Boolean parameter `inferred`. The body, read as it passes,
+    /// confirms or corrects the verdict in the access log and the metrics.
+    pub inferred: bool,
 }
 
 /// What a verdict records about the exchange besides the outcome (HTTP or connection).
@@ -38,7 +43,7 @@ pub struct Context<'a> {
 impl Verdict {
     /// The verdict of an HTTP exchange.
     pub fn new(outcome: Outcome, s: &Signals, hop: &str) -> Verdict {
-        Verdict::from_parts(
+        let mut v = Verdict::from_parts(
             outcome,
             Context {
                 dir: s.direction,
@@ -47,7 +52,10 @@ impl Verdict {
                 detail: s.details.clone(),
                 attempts: s.attempts,
             },
-        )
+        );
+        v.inferred = matches!(s.upstream, UpstreamEvidence::Inferred { .. })
+            && outcome.origin == Origin::UpstreamProxy;
+        v
     }
 
     pub fn from_parts(outcome: Outcome, c: Context<'_>) -> Verdict {
@@ -62,6 +70,7 @@ impl Verdict {
             detail: c.detail,
             attempts: c.attempts,
             hints: outcome.hints,
+            inferred: false,
         }
     }
 
@@ -76,6 +85,9 @@ impl Verdict {
             self.origin.as_str(),
             self.side.as_str()
         );
+        if self.inferred {
+            out.push_str(";inferred");
+        }
         if self.dir != Direction::Unknown {
             let _ = write!(out, ";dir={}", self.dir.as_str());
         }

@@ -176,6 +176,7 @@ fn verdict() -> impl Strategy<Value = Verdict> {
                 detail,
                 attempts,
                 hints: Hints(hints),
+                inferred: false,
             },
         )
 }

@@ -1,0 +1,230 @@
+//! Real third-party software for tests/e2e_real_software.rs: nginx and HAProxy from Debian,
+//! started on loopback sockets this process bound (port 0, read back, handed over as an
+//! inherited file descriptor: no port race), plus tiny raw backends (one that holds every
+//! connection open, one that closes each connection unanswered). A program that is missing and
+//! cannot be installed makes its scenario skip with a message naming the package.
+
+use crate::paths;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+/// `bin` from the Debian package `package`: found, else installed with apt-get (root only),
+/// else `None` after printing why the scenario is skipped.
+pub fn tool(bin: &str, package: &str) -> Option<PathBuf> {
+    let find = || {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(bin))
+            .find(|p| p.exists())
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    static UPDATE: Once = Once::new();
+    UPDATE.call_once(|| {
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    });
+    let _ = Command::new("apt-get")
+        .args([
+            "-o",
+            "DPkg::Lock::Timeout=600",
+            "install",
+            "-y",
+            "-qq",
+            package,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let found = find();
+    if found.is_none() {
+        eprintln!("SKIP: {bin} not found and the Debian package `{package}` could not be installed (apt-get as root)");
+    }
+    found
+}
+
+/// A daemon started by [`spawn_on_inherited_socket`]; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Binds 127.0.0.1:0 in a small python3 launcher, then runs `program` with the listening socket
+/// inherited. `config(port, fd)` returns the program's arguments and extra environment,
+/// written once the port is known. Waits (bounded) until the port accepts connections.
+pub fn spawn_on_inherited_socket(
+    name: &str,
+    program: &Path,
+    config: impl FnOnce(&Path, u16, i32) -> (Vec<String>, Vec<(String, String)>),
+) -> Daemon {
+    const LAUNCHER: &str = "import os, socket, sys\n\
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(128); s.set_inheritable(True)\n\
+open(sys.argv[1] + '.tmp', 'w').write('%d %d' % (s.getsockname()[1], s.fileno()))\n\
+os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+line = sys.stdin.readline().rstrip('\\n').split('\\t')\n\
+env = dict(os.environ); env.update(dict(kv.split('=', 1) for kv in line[1:] if kv))\n\
+args = line[0].split('\\x1f')\n\
+os.execve(args[0], args, env)\n";
+    let dir = paths::scratch(name);
+    let port_file = dir.join("port");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("daemon log");
+    let mut child = Command::new("python3")
+        .args(["-c", LAUNCHER])
+        .arg(&port_file)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("python3 (the launcher) must be installed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (port, fd) = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let mut it = text.split(' ').filter_map(|x| x.parse::<i64>().ok());
+            if let (Some(p), Some(f)) = (it.next(), it.next()) {
+                break (p as u16, f as i32);
+            }
+        }
+        assert!(Instant::now() < deadline, "{name}: launcher did not bind");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (args, env) = config(&dir, port, fd);
+    let mut line = std::iter::once(program.display().to_string())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join("\x1f");
+    for (k, v) in env {
+        line.push('\t');
+        line.push_str(&format!("{k}={v}"));
+    }
+    line.push('\n');
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(line.as_bytes())
+        .expect("launcher stdin");
+    let mut daemon = Daemon { child, port, dir };
+    // The socket listens from the start; wait until the program has taken over (it answers).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("{name} exited with {status}\n{}", daemon.log());
+        }
+        if crate::request(port, "GET", "/__ready", &[], b"").is_ok() {
+            return daemon;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not answering\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// nginx (foreground, master only) with `server_body` inside `server { listen ...; }`.
+pub fn nginx(nginx: &Path, server_body: &str) -> Daemon {
+    let body = server_body.to_string();
+    spawn_on_inherited_socket("nginx", nginx, move |dir, port, fd| {
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off;\n\
+               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+               uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               server {{ listen 127.0.0.1:{port}; location = /__ready {{ return 204; }}\n{body}\n}} }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        (
+            vec![
+                "-e".into(),
+                format!("{d}/error.log"),
+                "-p".into(),
+                d.to_string(),
+                "-c".into(),
+                format!("{d}/nginx.conf"),
+            ],
+            vec![("NGINX".into(), format!("{fd};"))],
+        )
+    })
+}
+
+/// HAProxy (foreground) with `frontend_and_backends` after a frontend bound to the socket.
+pub fn haproxy(haproxy: &Path, rest: &str) -> Daemon {
+    let rest = rest.to_string();
+    spawn_on_inherited_socket("haproxy", haproxy, move |dir, _port, fd| {
+        let conf = format!(
+            "global\n  maxconn 64\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 1s\n\
+             frontend fe\n  bind fd@{fd}\n  http-request return status 204 if {{ path /__ready }}\n{rest}\n"
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, conf).expect("haproxy.cfg");
+        (
+            vec!["-db".into(), "-f".into(), path.display().to_string()],
+            vec![],
+        )
+    })
+}
+
+/// A raw TCP backend: `hold` keeps every connection open (a hung app), else each connection
+/// is closed as soon as the request arrives, unanswered. Stops when dropped.
+pub struct RawBackend {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+pub fn raw_backend(hold: bool) -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut c) = conn else { continue };
+            if hold {
+                held.push(c);
+            } else {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut c, &mut buf);
+                drop(c);
+            }
+        }
+    });
+    RawBackend { port, stop }
+}

@@ -1,0 +1,313 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+//! Real third-party software behind a real Envoy 1.40 with meshtriage (outbound listener):
+//! nginx 1.22 and HAProxy 2.6 from Debian in front of a dead, a hung and a closing backend, and
+//! a second Envoy without the plugin (a namespace that did not opt in). Each scenario checks
+//! what a user sees: the verdict header, the access-log verdict and the failure metric. A
+//! program that cannot be installed skips its scenarios with a message naming the package.
+//! `cargo test --test e2e_real_software -- --nocapture` prints the captured replies.
+
+use meshtriage_core::metrics::FAILURES;
+use meshtriage_envoy_test::bed::{
+    cluster, hcm, http_wasm, listener, router, stats_tags, with_direction,
+};
+use meshtriage_envoy_test::envoy::Envoy;
+use meshtriage_envoy_test::real_software::{self, raw_backend, Daemon, RawBackend};
+use meshtriage_envoy_test::verdict::{self, View};
+use meshtriage_envoy_test::{paths, request, Response};
+use serde_json::{json, Value};
+
+/// The port Envoy bound for listener `name` (listeners bind port 0: no race).
+fn listener_port(envoy: &Envoy, name: &str) -> u16 {
+    let text = envoy.admin("/listeners?format=json");
+    let doc: Value = serde_json::from_str(&text).expect("listeners json");
+    doc["listener_statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == name)
+        .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+        .unwrap_or_else(|| panic!("no port for listener {name}: {text}")) as u16
+}
+
+fn route(prefix: &str, cluster: &str, timeout: &str) -> Value {
+    json!({"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": timeout}})
+}
+
+/// An Envoy without meshtriage: its local replies are what a plain-Envoy hop sends.
+fn plain_envoy(hold: &RawBackend, close: &RawBackend) -> (Envoy, u16) {
+    let dir = paths::scratch("plain-envoy");
+    let log = dir.join("access.log").display().to_string();
+    let routes = json!([
+        route("/envoy/uh", "c_empty", "5s"),
+        route("/envoy/ut", "c_hold", "0.5s"),
+        route("/envoy/uc", "c_close", "5s"),
+    ]);
+    // As deployed by default (Istio too): no `proxy-status` on its replies.
+    let mut manager = hcm("plain", routes, vec![router()], &log);
+    if let Some(tc) = manager["typed_config"].as_object_mut() {
+        tc.remove("proxy_status_config");
+    }
+    let bootstrap = json!({"static_resources": {
+    "listeners": [listener("plain", 0, None, vec![manager], None)],
+    "clusters": [
+        cluster("c_hold", hold.port, json!({})),
+        cluster("c_close", close.port, json!({})),
+        {"name": "c_empty", "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": "c_empty", "endpoints": []}},
+    ]}});
+    let envoy = Envoy::start(&bootstrap, &dir);
+    let port = listener_port(&envoy, "plain");
+    (envoy, port)
+}
+
+/// The Envoy with meshtriage on its outbound listener, routing `/nginx/`, `/haproxy/` and
+/// `/envoy/` to the respective proxies.
+fn meshtriage_envoy(targets: &[(&str, u16)]) -> (Envoy, u16) {
+    let dir = paths::scratch("real-software");
+    let log = dir.join("access.log").display().to_string();
+    let wasm = paths::wasm().display().to_string();
+    let routes: Vec<Value> = targets
+        .iter()
+        .map(|(name, _)| route(&format!("/{name}/"), &format!("c_{name}"), "5s"))
+        .collect();
+    let clusters: Vec<Value> = targets
+        .iter()
+        .map(|(name, port)| cluster(&format!("c_{name}"), *port, json!({})))
+        .collect();
+    let filters = vec![
+        http_wasm(&wasm, &with_direction("{}", "outbound")),
+        router(),
+    ];
+    let bootstrap = json!({
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", json!(routes), filters, &log)], None)],
+            "clusters": clusters}});
+    let envoy = Envoy::start(&bootstrap, &dir);
+    let port = listener_port(&envoy, "outbound");
+    (envoy, port)
+}
+
+/// What one scenario must produce.
+struct Want {
+    path: &'static str,
+    status: u16,
+    class: &'static str,
+    origin: &'static str,
+    /// The header's verdict is marked `inferred` (the headers alone made it likely).
+    inferred: bool,
+}
+
+const fn want(
+    path: &'static str,
+    status: u16,
+    class: &'static str,
+    origin: &'static str,
+    inferred: bool,
+) -> Want {
+    Want {
+        path,
+        status,
+        class,
+        origin,
+        inferred,
+    }
+}
+
+fn logged(envoy: &Envoy, scn: &str) -> View {
+    let needle = format!("scn={scn} ");
+    for _ in 0..50 {
+        if let Some(v) = envoy
+            .access_log_lines()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .find_map(|l| verdict::from_access_log(l))
+        {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no verdict logged for {scn}\n{}", envoy.diagnostics())
+}
+
+/// Sends each scenario once and checks header, access log and metric; returns the failures.
+fn check(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for w in wants {
+        let labels = [
+            ("class", w.class),
+            ("origin", w.origin),
+            ("side", "upstream"),
+        ];
+        let before = envoy.metric(FAILURES, &labels);
+        let scn = w.path.trim_start_matches('/').replace('/', "-");
+        let r: Response = request(port, "GET", w.path, &[("x-scn", &scn)], b"").unwrap();
+        println!(
+            "{} -> {} server={:?} content-type={:?}\n{}\nheader: {:?}",
+            w.path,
+            r.status,
+            r.header("server"),
+            r.header("content-type"),
+            r.text(),
+            r.header("x-meshtriage")
+        );
+        if r.status != w.status {
+            bad.push(format!("{}: status {} want {}", w.path, r.status, w.status));
+            continue;
+        }
+        let header = r
+            .header("x-meshtriage")
+            .map(verdict::parse)
+            .and_then(|v| v.into_iter().next());
+        match header {
+            None => bad.push(format!("{}: no verdict header", w.path)),
+            Some(h) => {
+                let inferred = h.get("inferred").is_some();
+                if h.class() != w.class
+                    || h.get("origin") != Some(w.origin)
+                    || inferred != w.inferred
+                {
+                    bad.push(format!("{}: header {h:?}", w.path));
+                }
+            }
+        }
+        let log = logged(envoy, &scn);
+        if log.class() != w.class
+            || log.get("origin") != Some(w.origin)
+            || log.get("inferred").is_some()
+        {
+            bad.push(format!("{}: access log {log:?}", w.path));
+        }
+        let after = envoy.wait_metric(FAILURES, &labels, before + 1.0);
+        if after != before + 1.0 {
+            bad.push(format!("{}: metric {before} -> {after}", w.path));
+        }
+    }
+    bad
+}
+
+#[test]
+fn nginx_gateway_replies_are_the_gateways_and_its_app_errors_stay_the_apps() {
+    let Some(bin) = real_software::tool("nginx", "nginx-light") else {
+        return;
+    };
+    let dead = paths::free_port(); // nothing listens: nginx's connect is refused
+    let hold = raw_backend(true);
+    let nginx: Daemon = real_software::nginx(
+        &bin,
+        &format!(
+            "proxy_read_timeout 1s; proxy_connect_timeout 1s;\n\
+             location /nginx/dead {{ proxy_pass http://127.0.0.1:{dead}; }}\n\
+             location /nginx/hung {{ proxy_pass http://127.0.0.1:{}; }}\n\
+             location /nginx/app500 {{ return 500; }}\n\
+             location /nginx/app503 {{ return 503; }}\n",
+            hold.port
+        ),
+    );
+    let (envoy, port) = meshtriage_envoy(&[("nginx", nginx.port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want("/nginx/dead", 502, "gateway_error", "upstream_proxy", true),
+            want(
+                "/nginx/hung",
+                504,
+                "upstream_timeout",
+                "upstream_proxy",
+                true,
+            ),
+            want("/nginx/app500", 500, "app_error", "app", false),
+            want("/nginx/app503", 503, "app_error", "app", false),
+        ],
+    );
+    assert!(bad.is_empty(), "{bad:#?}\n{}", envoy.diagnostics());
+}
+
+#[test]
+fn haproxy_gateway_replies_are_the_gateways() {
+    let Some(bin) = real_software::tool("haproxy", "haproxy") else {
+        return;
+    };
+    let hold = raw_backend(true);
+    let close = raw_backend(false);
+    let dead = paths::free_port();
+    let haproxy = real_software::haproxy(
+        &bin,
+        &format!(
+            "  use_backend bad if {{ path_beg /haproxy/bad }}\n  use_backend hung if {{ path_beg /haproxy/hung }}\n  default_backend none\n\
+             backend bad\n  server s1 127.0.0.1:{}\n\
+             backend hung\n  server s1 127.0.0.1:{}\n\
+             backend none\n  server s1 127.0.0.1:{dead}\n",
+            close.port, hold.port
+        ),
+    );
+    let (envoy, port) = meshtriage_envoy(&[("haproxy", haproxy.port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want("/haproxy/bad", 502, "gateway_error", "upstream_proxy", true),
+            want(
+                "/haproxy/none",
+                503,
+                "no_healthy_upstream",
+                "upstream_proxy",
+                true,
+            ),
+            want(
+                "/haproxy/hung",
+                504,
+                "upstream_timeout",
+                "upstream_proxy",
+                true,
+            ),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        haproxy.log()
+    );
+}
+
+#[test]
+fn a_plain_envoy_hops_replies_are_inferred_in_the_header_and_certain_in_the_log() {
+    let hold = raw_backend(true);
+    let close = raw_backend(false);
+    let (plain, plain_port) = plain_envoy(&hold, &close);
+    let (envoy, port) = meshtriage_envoy(&[("envoy", plain_port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want(
+                "/envoy/uh",
+                503,
+                "no_healthy_upstream",
+                "upstream_proxy",
+                true,
+            ),
+            want("/envoy/ut", 504, "upstream_timeout", "upstream_proxy", true),
+            want(
+                "/envoy/uc",
+                503,
+                "connection_terminated",
+                "upstream_proxy",
+                true,
+            ),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        plain.diagnostics()
+    );
+}
