@@ -228,3 +228,46 @@ pub fn raw_backend(hold: bool) -> RawBackend {
     });
     RawBackend { port, stop }
 }
+
+/// The keep-alive race, made deterministic: on each connection the first request is answered
+/// (`200`, keep-alive) unless its path contains `close-now` (then the connection is closed
+/// unanswered: an app closing on purpose); the second request on a connection is never
+/// answered, the connection is closed, as a server does when its keep-alive timeout fires just
+/// as the proxy reuses the connection. Stops when dropped.
+pub fn keepalive_racer() -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(c) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = std::io::BufReader::new(&c);
+                let mut first = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut first).unwrap_or(0) == 0 {
+                    return;
+                }
+                loop {
+                    let mut line = String::new();
+                    match std::io::BufRead::read_line(&mut reader, &mut line) {
+                        Ok(n) if n > 2 => continue,
+                        _ => break,
+                    }
+                }
+                if first.contains("close-now") {
+                    return;
+                }
+                let _ = (&c).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                // The next request on this connection: read it, then close unanswered.
+                let mut next = String::new();
+                let _ = std::io::BufRead::read_line(&mut reader, &mut next);
+            });
+        }
+    });
+    RawBackend { port, stop }
+}
