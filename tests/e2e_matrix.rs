@@ -265,6 +265,26 @@ const SCENARIOS: &[Scenario] = &[
         local(503, "fault_injected"),
     ),
     s("drop_overloads 100 %", "/drop", local(503, "load_shed")),
+    Scenario {
+        send: Send::AfterOne,
+        ..s(
+            "keep-alive race: upstream closes a reused connection",
+            "/race/close-reused",
+            up(503, L4, "connection_terminated").hints(&["reused_connection?"]),
+        )
+    },
+    // Another proxy's error page (captures replayed by the app; tests/e2e_real_software.rs
+    // runs the real nginx and HAProxy)
+    s(
+        "nginx in front of a dead app: its 502 page",
+        "/app/gateway-page/0",
+        Expect::new(502, L7, "gateway_error", "upstream_proxy", "upstream"),
+    ),
+    s(
+        "HAProxy with no server left: its 503 page",
+        "/app/gateway-page/3",
+        Expect::new(503, L4, "no_healthy_upstream", "upstream_proxy", "upstream"),
+    ),
     // L7: the application
     s("app answers 503", "/app/status/503", app(503, "app_error")),
     s(
@@ -486,7 +506,8 @@ fn page(runs: &[Run]) -> String {
             e.layer, e.class, e.origin, e.side
         );
         if !e.hints.is_empty() {
-            let _ = write!(verdict, " hints=`{}`", e.hints.join(" "));
+            let hints: Vec<&str> = e.hints.iter().map(|h| h.trim_end_matches('?')).collect();
+            let _ = write!(verdict, " hints=`{}`", hints.join(" "));
         }
         let where_ = if e.in_header {
             "header"

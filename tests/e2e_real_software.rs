@@ -311,3 +311,58 @@ fn a_plain_envoy_hops_replies_are_inferred_in_the_header_and_certain_in_the_log(
         plain.diagnostics()
     );
 }
+
+/// The keep-alive race: the upstream closes a pooled connection just as the proxy reuses it.
+/// The hint rests on how fast the pool handed the connection over (see
+/// filter/core/src/reused_connection.rs): a few tries allow for a busy machine; an app that
+/// closes a new connection never gets it.
+#[test]
+fn the_keep_alive_race_is_hinted_and_a_fresh_close_is_not() {
+    let racer = real_software::keepalive_racer();
+    let (envoy, port) = meshtriage_envoy(&[("race", racer.port)]);
+    let labels = [
+        ("class", "connection_terminated"),
+        ("origin", "proxy"),
+        ("side", "upstream"),
+    ];
+    let mut hinted = 0;
+    for i in 0..5 {
+        let before = envoy.metric(FAILURES, &labels);
+        let first = request(port, "GET", "/race/ok", &[], b"").unwrap();
+        assert_eq!(first.status, 200);
+        let scn = format!("race{i}");
+        let r = request(port, "GET", "/race/reuse", &[("x-scn", &scn)], b"").unwrap();
+        assert_eq!(r.status, 503);
+        let header = verdict::parse(r.header("x-meshtriage").expect("a verdict header"));
+        let h = header.first().unwrap();
+        assert_eq!(
+            (h.layer.as_str(), h.class()),
+            ("l4", "connection_terminated")
+        );
+        let log = logged(&envoy, &scn);
+        assert_eq!(log.class(), "connection_terminated");
+        assert_eq!(
+            h.hints().contains(&"reused_connection"),
+            log.hints().contains(&"reused_connection"),
+            "header and log agree"
+        );
+        assert_eq!(
+            envoy.wait_metric(FAILURES, &labels, before + 1.0),
+            before + 1.0
+        );
+        hinted += usize::from(h.hints().contains(&"reused_connection"));
+
+        // The app closes a new connection unanswered: no hint.
+        let scn = format!("fresh{i}");
+        let c = request(port, "GET", "/race/close-now", &[("x-scn", &scn)], b"").unwrap();
+        assert_eq!(c.status, 503);
+        let log = logged(&envoy, &scn);
+        assert_eq!(log.class(), "connection_terminated");
+        assert!(!log.hints().contains(&"reused_connection"), "{log:?}");
+    }
+    assert!(
+        hinted > 0,
+        "no race of 5 got the hint\n{}",
+        envoy.diagnostics()
+    );
+}

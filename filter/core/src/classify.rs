@@ -191,6 +191,9 @@ fn add_hints(s: &Signals, cfg: &Config, class: Class, hints: &mut Hints) {
     if s.retry_budget_exceeded {
         hints.insert(Hint::RetryBudgetExceeded);
     }
+    if crate::reused_connection::reused_connection(s, class) {
+        hints.insert(Hint::ReusedConnection);
+    }
     // On a failed connect (UF) the duration measures the failure, not a slow success.
     if !s.flags.has(Flag::UF) && s.connect_nanos.is_some_and(|n| n >= SLOW_CONNECT_NANOS) {
         hints.insert(Hint::SlowConnect);

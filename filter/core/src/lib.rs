@@ -11,6 +11,7 @@ pub mod gateway_replies;
 pub mod hop_by_hop;
 pub mod metrics;
 pub mod response;
+pub mod reused_connection;
 pub mod sfv;
 pub mod signals;
 pub mod substr;

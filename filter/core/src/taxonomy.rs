@@ -340,10 +340,11 @@ pub enum Hint {
     LargePayload,
     RetryBudgetExceeded,
     SlowConnect,
+    ReusedConnection,
 }
 
 /// Every hint with its token, in the order they are written.
-pub const HINTS: [(Hint, &str); 8] = [
+pub const HINTS: [(Hint, &str); 9] = [
     (Hint::RetriesExhausted, "retries_exhausted"),
     (Hint::AppClosedConnection, "app_closed_connection"),
     (Hint::HopByHopHeaders, "hop_by_hop_headers"),
@@ -352,10 +353,11 @@ pub const HINTS: [(Hint, &str); 8] = [
     (Hint::LargePayload, "large_payload"),
     (Hint::RetryBudgetExceeded, "retry_budget_exceeded"),
     (Hint::SlowConnect, "slow_connect"),
+    (Hint::ReusedConnection, "reused_connection"),
 ];
 
 /// What each hint of [`HINTS`] means, same order (docs only: kept out of the wasm module).
-pub const HINT_MEANINGS: [&str; 8] = [
+pub const HINT_MEANINGS: [&str; 9] = [
     "URX: the retry policy gave up; `attempts` says how many were made",
     "UC on an inbound listener: the local app closed the connection without answering - look at the app, not the network",
     "the failing response carried hop-by-hop headers (connection, te, trailer, upgrade, ...): an app copying another response's headers",
@@ -364,6 +366,7 @@ pub const HINT_MEANINGS: [&str; 8] = [
     "the request or response body was at or above large_payload_bytes",
     "retries to this cluster exceeded the retry budget in the current window",
     "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path",
+    "the request went out on a pooled connection that had already served one, and the upstream closed it before answering: the keep-alive race. Make the upstream's keep-alive (idle) timeout longer than this proxy's idle timeout for the cluster, and retry on reset",
 ];
 
 impl Hint {
