@@ -366,3 +366,68 @@ fn the_keep_alive_race_is_hinted_and_a_fresh_close_is_not() {
         envoy.diagnostics()
     );
 }
+
+/// The upstream requires a client certificate; this proxy offers none (an mTLS-mode mismatch).
+fn mtls_mismatch(version: &str, max: &str) -> (View, Option<View>, f64) {
+    let certs = meshtriage_envoy_test::certs::generate(&paths::scratch("tls-certs"));
+    let server = real_software::tls_server_requiring_client_cert(&certs, version);
+    let dir = paths::scratch("tls-mismatch");
+    let log = dir.join("access.log").display().to_string();
+    let wasm = paths::wasm().display().to_string();
+    let routes = json!([route("/", "c_tls", "5s")]);
+    let filters = vec![
+        http_wasm(&wasm, &with_direction("{}", "outbound")),
+        router(),
+    ];
+    let tls = json!({"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "upstream.local",
+        "common_tls_context": {"tls_params": {"tls_maximum_protocol_version": max},
+            "validation_context": {"trusted_ca": {"filename": certs.ca}}}}}});
+    let bootstrap = json!({
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", routes, filters, &log)], None)],
+            "clusters": [cluster("c_tls", server.port, tls)]}});
+    let envoy = Envoy::start(&bootstrap, &dir);
+    let port = listener_port(&envoy, "outbound");
+    let r = request(port, "GET", "/", &[("x-scn", "mtls")], b"").unwrap();
+    println!("{version}: {} {:?}", r.status, r.header("x-meshtriage"));
+    let header = r
+        .header("x-meshtriage")
+        .map(verdict::parse)
+        .and_then(|v| v.into_iter().next());
+    let logged = logged(&envoy, "mtls");
+    let labels = [
+        ("class", logged.class()),
+        ("layer", "l4"),
+        ("origin", "proxy"),
+    ];
+    let counted = envoy.wait_metric(FAILURES, &labels, 1.0);
+    (logged, header, counted)
+}
+
+/// A real TLS server (`openssl s_server -Verify 1`) requires a client certificate; this proxy
+/// offers none. TLS 1.2: the handshake alert, `tls_handshake_rejected`. TLS 1.3: Envoy sees a
+/// plain termination; the verdict says `connection_terminated` with `tls13_no_client_cert`.
+#[test]
+fn a_missing_client_certificate_is_named_under_tls12_and_tls13() {
+    let (log, header, counted) = mtls_mismatch("-tls1_3", "TLSv1_3");
+    assert_eq!(counted, 1.0, "failure metric");
+    let header = header.expect("a verdict header");
+    for v in [&log, &header] {
+        assert_eq!(
+            (v.layer.as_str(), v.class()),
+            ("l4", "connection_terminated"),
+            "{v:?}"
+        );
+        assert!(v.hints().contains(&"tls13_no_client_cert"), "{v:?}");
+    }
+    let (log, header, counted) = mtls_mismatch("-tls1_2", "TLSv1_2");
+    assert_eq!(counted, 1.0, "failure metric");
+    let header = header.expect("a verdict header");
+    for v in [&log, &header] {
+        assert_eq!(v.class(), "tls_handshake_rejected", "{v:?}");
+        assert!(!v.hints().contains(&"tls13_no_client_cert"), "{v:?}");
+    }
+}

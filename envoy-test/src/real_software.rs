@@ -271,3 +271,56 @@ pub fn keepalive_racer() -> RawBackend {
     });
     RawBackend { port, stop }
 }
+
+/// `openssl s_server` on 127.0.0.1 (it binds port 0 and reports the port), serving HTTP
+/// (`-www`) with the bed's server certificate and requiring a client certificate signed by the
+/// bed's CA (`-Verify 1`), with TLS `version` (`-tls1_2` or `-tls1_3`). Killed on drop.
+pub fn tls_server_requiring_client_cert(certs: &crate::certs::Certs, version: &str) -> Daemon {
+    let dir = paths::scratch("s_server");
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-www",
+            "-Verify",
+            "1",
+            version,
+        ])
+        .arg("-cert")
+        .arg(&certs.server_cert)
+        .arg("-key")
+        .arg(&certs.server_key)
+        .arg("-CAfile")
+        .arg(&certs.ca)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("openssl (apt-get install openssl)");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("s_server exited with {status}\n{}", daemon.log());
+        }
+        daemon.port = daemon
+            .log()
+            .lines()
+            .find_map(|l| l.strip_prefix("ACCEPT 127.0.0.1:")?.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "s_server: no ACCEPT line\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}

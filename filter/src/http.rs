@@ -14,6 +14,7 @@ use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
 use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
 use meshtriage_core::sfv;
+use meshtriage_core::tls13_rejection;
 use meshtriage_core::upstream::{
     bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
 };
@@ -138,6 +139,7 @@ impl HttpFilter {
             request_body_bytes: self.request_bytes,
             hop_by_hop: self.hop_by_hop,
             upstream_mtls: false, // read by `classify` only for transport-layer verdicts
+            upstream_tls13_no_client_cert: false, // likewise, for a new connection's UC
             connect_nanos: if failed_connect {
                 None
             } else {
@@ -402,7 +404,16 @@ fn classify_mtls(s: &mut Signals, cfg: &meshtriage_core::Config) -> Outcome {
     }
     s.upstream_mtls = host::property_string(b"upstream\0uri_san_peer_certificate")
         .is_some_and(|san| san.starts_with("spiffe://"));
-    if s.upstream_mtls {
+    if tls13_rejection::worth_reading(&outcome, s) {
+        // The local certificate is read only when the version is TLS 1.3.
+        let version = host::property_string(b"upstream\0tls_version");
+        s.upstream_tls13_no_client_cert = version.as_deref() == Some("TLSv1.3")
+            && tls13_rejection::tls13_without_client_cert(
+                version.as_deref(),
+                host::property_string(b"upstream\0subject_local_certificate").as_deref(),
+            );
+    }
+    if s.upstream_mtls || s.upstream_tls13_no_client_cert {
         classify(s, cfg)
     } else {
         outcome

@@ -191,6 +191,9 @@ fn add_hints(s: &Signals, cfg: &Config, class: Class, hints: &mut Hints) {
     if s.retry_budget_exceeded {
         hints.insert(Hint::RetryBudgetExceeded);
     }
+    if s.upstream_tls13_no_client_cert && class == Class::ConnectionTerminated {
+        hints.insert(Hint::Tls13NoClientCert);
+    }
     if crate::reused_connection::reused_connection(s, class) {
         hints.insert(Hint::ReusedConnection);
     }

@@ -17,6 +17,7 @@ pub mod signals;
 pub mod substr;
 pub mod taxonomy;
 pub mod tcp;
+pub mod tls13_rejection;
 pub mod upstream;
 pub mod verdict;
 pub mod window;

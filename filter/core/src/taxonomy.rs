@@ -341,10 +341,11 @@ pub enum Hint {
     RetryBudgetExceeded,
     SlowConnect,
     ReusedConnection,
+    Tls13NoClientCert,
 }
 
 /// Every hint with its token, in the order they are written.
-pub const HINTS: [(Hint, &str); 9] = [
+pub const HINTS: [(Hint, &str); 10] = [
     (Hint::RetriesExhausted, "retries_exhausted"),
     (Hint::AppClosedConnection, "app_closed_connection"),
     (Hint::HopByHopHeaders, "hop_by_hop_headers"),
@@ -354,10 +355,11 @@ pub const HINTS: [(Hint, &str); 9] = [
     (Hint::RetryBudgetExceeded, "retry_budget_exceeded"),
     (Hint::SlowConnect, "slow_connect"),
     (Hint::ReusedConnection, "reused_connection"),
+    (Hint::Tls13NoClientCert, "tls13_no_client_cert"),
 ];
 
 /// What each hint of [`HINTS`] means, same order (docs only: kept out of the wasm module).
-pub const HINT_MEANINGS: [&str; 9] = [
+pub const HINT_MEANINGS: [&str; 10] = [
     "URX: the retry policy gave up; `attempts` says how many were made",
     "UC on an inbound listener: the local app closed the connection without answering - look at the app, not the network",
     "the failing response carried hop-by-hop headers (connection, te, trailer, upgrade, ...): an app copying another response's headers",
@@ -367,6 +369,7 @@ pub const HINT_MEANINGS: [&str; 9] = [
     "retries to this cluster exceeded the retry budget in the current window",
     "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path",
     "the request went out on a pooled connection that had already served one, and the upstream closed it before answering: the keep-alive race. Make the upstream's keep-alive (idle) timeout longer than this proxy's idle timeout for the cluster, and retry on reset",
+    "the upstream closed a new TLS 1.3 connection before answering, and this proxy presented no client certificate: a server that requires one rejects it this way under TLS 1.3 (alert 116 after the handshake, which Envoy reports as a plain termination). Check the mTLS modes: the upstream wants mTLS (PeerAuthentication STRICT, a server requiring client certificates) and this side sends none (DestinationRule tls mode DISABLE or SIMPLE, or a workload without sidecar)",
 ];
 
 impl Hint {

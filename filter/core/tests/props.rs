@@ -146,6 +146,7 @@ fn signals() -> impl Strategy<Value = Signals> {
                 request_body_bytes: req,
                 hop_by_hop: HopByHop::default(),
                 upstream_mtls: mtls,
+                upstream_tls13_no_client_cert: mtls && budget,
                 connect_nanos: connect,
                 retry_budget_exceeded: budget,
                 upstream,
