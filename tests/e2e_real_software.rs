@@ -11,7 +11,7 @@
 //! program that cannot be installed skips its scenarios with a message naming the package.
 //! `cargo test --test e2e_real_software -- --nocapture` prints the captured replies.
 
-use meshtriage_core::metrics::FAILURES;
+use meshtriage_core::metrics::{FAILURES, GRPC_FAILURES};
 use meshtriage_envoy_test::bed::{
     cluster, hcm, http_wasm, listener, router, stats_tags, with_direction,
 };
@@ -430,4 +430,124 @@ fn a_missing_client_certificate_is_named_under_tls12_and_tls13() {
         assert_eq!(v.class(), "tls_handshake_rejected", "{v:?}");
         assert!(!v.hints().contains(&"tls13_no_client_cert"), "{v:?}");
     }
+}
+
+/// gRPC through Envoy with grpcio on both ends: the failing status in the header parameter
+/// `grpc` and the `grpc_code` metric label; a call that outlives its deadline gets one verdict,
+/// `grpc_deadline_exceeded`, whichever side ends it first.
+#[test]
+fn grpc_status_codes_and_deadlines() {
+    let Some(python) = real_software::python_venv("grpc-venv", &["grpcio"]) else {
+        return;
+    };
+    let server = real_software::grpc_server(&python);
+    let (envoy, port) = grpc_envoy(server.port);
+    let got = real_software::grpc_call(&python, port, "Unavailable", 5.0, "unavailable");
+    let (code, header) = got.split_once(' ').unwrap_or((&got, "-"));
+    assert_eq!(code, "UNAVAILABLE", "{got}");
+    let h = verdict::parse(header)
+        .into_iter()
+        .next()
+        .expect("verdict in the trailers-only reply");
+    assert_eq!(
+        (h.class(), h.get("grpc")),
+        ("app_grpc_error", Some("14")),
+        "{h:?}"
+    );
+    let log = logged(&envoy, "unavailable");
+    assert_eq!(
+        (log.class(), log.get("grpc")),
+        ("app_grpc_error", Some("14"))
+    );
+    let unavailable = [("grpc_code", "unavailable")];
+    assert_eq!(envoy.wait_metric(GRPC_FAILURES, &unavailable, 1.0), 1.0);
+
+    // The deadline (0.5 s) runs out while the server sleeps (3 s): the client cancels the
+    // stream, or the server's timer fires first and it answers status 4.
+    let calls: u8 = 3;
+    for i in 0..calls {
+        let scn = format!("deadline{i}");
+        let got = real_software::grpc_call(&python, port, "Slow", 0.5, &scn);
+        assert!(got.starts_with("DEADLINE_EXCEEDED"), "{got}");
+        let log = logged(&envoy, &scn);
+        assert_eq!(
+            (
+                log.layer.as_str(),
+                log.class(),
+                log.get("origin"),
+                log.get("side")
+            ),
+            (
+                "l7",
+                "grpc_deadline_exceeded",
+                Some("client"),
+                Some("upstream")
+            ),
+            "{log:?}"
+        );
+    }
+    // The server's status 4 first, trailers-only: the header is written before the request's
+    // `grpc-timeout` can be read (Envoy exposes it again at the log), so it keeps the code; the
+    // access log and the metric carry the deadline verdict.
+    let got = real_software::grpc_call(&python, port, "ServerDeadline", 1.0, "server-deadline");
+    let (code, header) = got.split_once(' ').unwrap_or((&got, "-"));
+    assert_eq!(code, "DEADLINE_EXCEEDED", "{got}");
+    let h = verdict::parse(header)
+        .into_iter()
+        .next()
+        .expect("verdict in the trailers-only reply");
+    assert_eq!(
+        (h.class(), h.get("grpc")),
+        ("app_grpc_error", Some("4")),
+        "{h:?}"
+    );
+    let log = logged(&envoy, "server-deadline");
+    assert_eq!(
+        (log.class(), log.get("origin"), log.get("grpc")),
+        ("grpc_deadline_exceeded", Some("client"), Some("4")),
+        "{log:?}"
+    );
+    // Counted by code wherever a status 4 was seen (a client's cancel carries no code).
+    let with_code = envoy
+        .access_log_lines()
+        .iter()
+        .filter(|l| l.contains(";grpc=4;"))
+        .count() as f64;
+    let code4 = [("grpc_code", "deadline_exceeded")];
+    assert_eq!(
+        envoy.wait_metric(GRPC_FAILURES, &code4, with_code),
+        with_code
+    );
+    let deadline = [("class", "grpc_deadline_exceeded")];
+    let all = f64::from(calls + 1);
+    assert_eq!(envoy.wait_metric(FAILURES, &deadline, all), all);
+    // A success carries nothing.
+    assert_eq!(
+        real_software::grpc_call(&python, port, "Ok", 5.0, "ok"),
+        "OK"
+    );
+    assert_eq!(envoy.metric(FAILURES, &[("class", "app_grpc_error")]), 1.0);
+}
+
+/// [`meshtriage_envoy`] with one catch-all route to the gRPC server over HTTP/2 (gRPC paths
+/// are `/package.Service/Method`).
+fn grpc_envoy(grpc_port: u16) -> (Envoy, u16) {
+    let dir = paths::scratch("real-software-grpc");
+    let log = dir.join("access.log").display().to_string();
+    let wasm = paths::wasm().display().to_string();
+    let h2 = json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}}});
+    let filters = vec![
+        http_wasm(&wasm, &with_direction("{}", "outbound")),
+        router(),
+    ];
+    let bootstrap = json!({
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", json!([route("/", "c_grpc", "5s")]), filters, &log)], None)],
+            "clusters": [cluster("c_grpc", grpc_port, h2)]}});
+    let envoy = Envoy::start(&bootstrap, &dir);
+    let port = listener_port(&envoy, "outbound");
+    (envoy, port)
 }

@@ -324,3 +324,136 @@ pub fn tls_server_requiring_client_cert(certs: &crate::certs::Certs, version: &s
     }
     daemon
 }
+
+/// A Python venv under target/ with the PyPI packages `packages`, created on first use; `None`
+/// (after printing why the scenario is skipped) when pip cannot install them.
+pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
+    let venv = paths::root().join("target").join(name);
+    let python = venv.join("bin/python");
+    let marker = venv.join(format!(".installed-{}", packages.join("-")));
+    if marker.exists() {
+        return Some(python);
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        let _ = std::fs::write(&marker, "");
+        Some(python)
+    } else {
+        eprintln!(
+            "SKIP: could not pip-install {} into {}",
+            packages.join(", "),
+            venv.display()
+        );
+        None
+    }
+}
+
+const GRPC_SERVER: &str = r#"
+import sys, time, grpc
+from concurrent import futures
+
+def slow(request, context):
+    time.sleep(3)
+    return b"late"
+
+def unavailable(request, context):
+    context.abort(grpc.StatusCode.UNAVAILABLE, "backend down")
+
+def ok(request, context):
+    return b"ok"
+
+def deadline(request, context):
+    # The server's timer fires first: it gives up 30 ms before the client would.
+    time.sleep(max(0.0, (context.time_remaining() or 0.0) - 0.03))
+    context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded on the server")
+
+handler = grpc.method_handlers_generic_handler("test.Svc", {
+    "Slow": grpc.unary_unary_rpc_method_handler(slow),
+    "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
+    "Ok": grpc.unary_unary_rpc_method_handler(ok),
+    "ServerDeadline": grpc.unary_unary_rpc_method_handler(deadline),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+server.wait_for_termination(timeout=120)
+"#;
+
+const GRPC_CLIENT: &str = r#"
+import sys, grpc
+port, method, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with grpc.insecure_channel("127.0.0.1:" + port) as ch:
+    call = ch.unary_unary("/test.Svc/" + method)
+    try:
+        call(b"x", timeout=timeout, metadata=(("x-scn", sys.argv[4]),))
+        print("OK")
+    except grpc.RpcError as e:
+        md = dict(e.trailing_metadata() or ())
+        print(e.code().name, md.get("x-meshtriage", "-"))
+"#;
+
+/// A grpcio server (unary methods `test.Svc/Slow` (3 s), `ServerDeadline` (answers
+/// DEADLINE_EXCEEDED 30 ms before the client's deadline), `Unavailable`, `Ok`) on a port it
+/// binds itself and reports. Killed on drop.
+pub fn grpc_server(python: &Path) -> Daemon {
+    let dir = paths::scratch("grpc-server");
+    let script = dir.join("server.py");
+    std::fs::write(&script, GRPC_SERVER).expect("server.py");
+    let out = dir.join("daemon.log");
+    let log = std::fs::File::create(&out).expect("log");
+    let child = Command::new(python)
+        .arg(&script)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("python");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("grpc server exited with {status}\n{}", daemon.log());
+        }
+        daemon.port = daemon
+            .log()
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "grpc server: no port\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+/// One grpcio client call through `port`: the status name and the verdict header the client
+/// got in its trailing metadata (`-`: none).
+pub fn grpc_call(python: &Path, port: u16, method: &str, timeout_s: f64, scn: &str) -> String {
+    let dir = paths::scratch("grpc-client");
+    let script = dir.join("client.py");
+    std::fs::write(&script, GRPC_CLIENT).expect("client.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([&port.to_string(), method, &timeout_s.to_string(), scn])
+        .output()
+        .expect("python");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -10,6 +10,7 @@ use crate::root::Settings;
 use crate::window;
 use meshtriage_core::flags::{Flag, ResponseFlags};
 use meshtriage_core::gateway_replies::confirmed_by_body;
+use meshtriage_core::grpc;
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
 use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
@@ -140,6 +141,7 @@ impl HttpFilter {
             hop_by_hop: self.hop_by_hop,
             upstream_mtls: false, // read by `classify` only for transport-layer verdicts
             upstream_tls13_no_client_cert: false, // likewise, for a new connection's UC
+            grpc_deadline: false, // read only for a client gone or a status 4
             connect_nanos: if failed_connect {
                 None
             } else {
@@ -350,11 +352,23 @@ impl HttpFilter {
                 }
             }
         }
+        // A status 4 decided at header time (trailers-only): the request's `grpc-timeout` is
+        // readable only now (Envoy exposes request headers to properties in the request phase
+        // and at the log), so the deadline verdict reaches the log and metrics.
+        if let Some(v) = self.verdict.as_mut() {
+            if grpc::status_4_undecided(v) && grpc_deadline_ran_out() {
+                grpc::as_deadline(v);
+                self.encoded = None;
+            }
+        }
         self.account(dir);
         let Some(v) = &self.verdict else {
             return;
         };
         metrics::count_failure(dir, v.layer, v.class, v.origin, v.side);
+        if let Some(label) = v.grpc.and_then(grpc::code_label) {
+            metrics::count(names::grpc_failures(dir, label));
+        }
         if self.request_bytes > 0 {
             // Like the all-requests histogram: requests with a body (see `record_request_bytes`).
             metrics::histogram(
@@ -398,7 +412,13 @@ impl HttpFilter {
 /// Classifies; a transport-layer verdict then reads the upstream certificate for the `mtls`
 /// hint (one host call only there) and is classified again with it.
 fn classify_mtls(s: &mut Signals, cfg: &meshtriage_core::Config) -> Outcome {
-    let outcome = classify(s, cfg);
+    let mut outcome = classify(s, cfg);
+    if grpc::may_be_deadline(s, outcome.class) {
+        s.grpc_deadline = grpc_deadline_ran_out();
+        if s.grpc_deadline {
+            outcome = classify(s, cfg);
+        }
+    }
     if !outcome.wants_mtls() {
         return outcome;
     }
@@ -418,6 +438,24 @@ fn classify_mtls(s: &mut Signals, cfg: &meshtriage_core::Config) -> Outcome {
     } else {
         outcome
     }
+}
+
+/// The request carried `grpc-timeout` and the call lasted (about) that long. Two property
+/// reads, for a client gone or a status 4 only (the request's header is read through the
+/// `request.headers` property: no header-map call after the request phase). Envoy answers
+/// `request.headers` only in the request phase and at the log: at response-header time the
+/// timeout is unknown and this says false.
+fn grpc_deadline_ran_out() -> bool {
+    let Some(timeout) =
+        host::property(b"request\0headers\0grpc-timeout").and_then(|v| grpc::parse_timeout(&v))
+    else {
+        return false;
+    };
+    let elapsed = host::property_u64(b"request\0duration").or_else(|| {
+        let start = host::property_u64(b"request\0time")?;
+        host::now_nanos().map(|now| now.saturating_sub(start))
+    });
+    elapsed.is_some_and(|e| grpc::deadline_ran_out(timeout, e))
 }
 
 impl Context for HttpFilter {}

@@ -103,6 +103,12 @@ pub fn classify(s: &Signals, cfg: &Config) -> Outcome {
         } else {
             let rule = matching_rule(s, cfg);
             let class = rule.map_or(Class::Unclassified, |r| r.class);
+            // Both ends of a gRPC deadline (client cancel, server status 4): one verdict.
+            let (rule, class) = if s.grpc_deadline && crate::grpc::may_be_deadline(s, class) {
+                (None, Class::GrpcDeadlineExceeded)
+            } else {
+                (rule, class)
+            };
             if let Some(h) = rule.and_then(|r| r.hint) {
                 hints.insert(h);
             }

@@ -148,6 +148,10 @@ pub fn metrics_markdown() -> String {
             "`dir`, `layer`, `class`, `origin`, `side`",
         ),
         (metrics::HOP_BY_HOP, "`dir`, `header`"),
+        (
+            metrics::GRPC_FAILURES,
+            "`dir`, `grpc_code` (gRPC failures only; one of the 16 failing status codes, e.g. `unavailable`)",
+        ),
         (metrics::TCP_CONNECTIONS, "`dir`"),
         (metrics::TCP_FAILURES, "`dir`, `layer`, `class`"),
         (metrics::CONFIG_ERRORS, "—"),

@@ -134,6 +134,11 @@ pub fn example_signals(class: Class) -> Signals {
             },
             ..failed(502, &[], "via_upstream")
         },
+        Class::GrpcDeadlineExceeded => Signals {
+            grpc_status: Some(4),
+            grpc_deadline: true,
+            ..late(failed(200, &[], "via_upstream"))
+        },
         Class::Unclassified => failed(500, &[], "some_future_detail"),
     }
 }

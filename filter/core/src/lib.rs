@@ -8,6 +8,7 @@ pub mod docs;
 pub mod examples;
 pub mod flags;
 pub mod gateway_replies;
+pub mod grpc;
 pub mod hop_by_hop;
 pub mod metrics;
 pub mod response;

@@ -25,13 +25,23 @@ pub const RETRY_RATIO: &str = "meshtriage_retry_ratio_permille";
 /// Gauge: failure ratio of large requests minus that of the others (per-mille, floored at 0)
 /// over the window, all clusters of the direction together.
 pub const LARGE_PAYLOAD_FAILURE_RATIO: &str = "meshtriage_large_payload_failure_ratio_permille";
+/// Counter: gRPC failures by status code (`grpc_code`: one of the 16 failing codes' names).
+pub const GRPC_FAILURES: &str = "meshtriage_grpc_failures_total";
 /// Histogram: request body bytes of every request.
 pub const REQUEST_BYTES: &str = "meshtriage_request_bytes";
 /// Histogram: request body bytes of failing requests, by layer.
 pub const FAILED_REQUEST_BYTES: &str = "meshtriage_failed_request_bytes";
 
 /// Every tag the plugin writes, in the order names carry them.
-pub const TAGS: [&str; 6] = ["dir", "layer", "class", "origin", "side", "header"];
+pub const TAGS: [&str; 7] = [
+    "dir",
+    "layer",
+    "class",
+    "origin",
+    "side",
+    "header",
+    "grpc_code",
+];
 
 /// The `stats_config.stats_tags` entries (tag name, regex) an Envoy bootstrap needs.
 pub fn stats_tags() -> Vec<(&'static str, String)> {
@@ -67,6 +77,14 @@ pub fn failures(dir: Direction, layer: Layer, class: Class, origin: Origin, side
             ("origin", origin.as_str()),
             ("side", side.as_str()),
         ],
+    )
+}
+
+/// `code_label`: a label of [`crate::grpc::code_label`].
+pub fn grpc_failures(dir: Direction, code_label: &str) -> String {
+    tagged(
+        GRPC_FAILURES,
+        &[("dir", dir.as_str()), ("grpc_code", code_label)],
     )
 }
 

@@ -152,6 +152,7 @@ pub enum Class {
     AppError,
     AppGrpcError,
     GatewayError,
+    GrpcDeadlineExceeded,
     DownstreamTlsError,
     ConnectionPolicyClosed,
     Unclassified,
@@ -282,6 +283,9 @@ class_table! {
     GatewayError => "gateway_error", L7, UpstreamProxy, Upstream, "",
         "a proxy or load balancer further upstream (nginx, HAProxy, ...) answered with its own error page: it got no valid answer from its backend",
         "the app behind that gateway never answered: read the gateway's error log for its backend, then check that backend (the table of gateway replies below says which)";
+    GrpcDeadlineExceeded => "grpc_deadline_exceeded", L7, Client, Upstream, "",
+        "the gRPC call outlived the deadline its client set (grpc-timeout): the client cancelled it, or the server answered DEADLINE_EXCEEDED, whichever timer fired first",
+        "latency, not the network: compare the client's deadline with the upstream's latency (p99); raise the deadline or make the call faster, and check that each hop passes on the remaining deadline";
     DownstreamTlsError => "downstream_tls_error", L4, Client, Downstream, "",
         "the client's TLS handshake with this proxy failed (plaintext client on a TLS port, missing or untrusted client certificate)",
         "check the client's TLS settings against this listener: a plaintext client on a STRICT mTLS port, or a certificate it does not trust (network filter only)";
@@ -617,6 +621,7 @@ mod tests {
         for c in Class::all().filter(|c| *c != Class::Unclassified) {
             assert!(
                 RULES.iter().any(|r| r.class == c)
+                    || c == Class::GrpcDeadlineExceeded // crate::grpc, over a rule's class
                     || crate::gateway_replies::GATEWAY_REPLIES
                         .iter()
                         .any(|r| r.class == c)

@@ -29,6 +29,8 @@ pub struct Verdict {
     /// certain): written as the Boolean parameter `inferred`. The body, read as it passes,
     /// confirms or corrects the verdict in the access log and the metrics.
     pub inferred: bool,
+    /// The failing gRPC status (1..=16), written as `grpc=N`.
+    pub grpc: Option<u32>,
 }
 
 /// What a verdict records about the exchange besides the outcome (HTTP or connection).
@@ -55,6 +57,9 @@ impl Verdict {
         );
         v.inferred = matches!(s.upstream, UpstreamEvidence::Inferred { .. })
             && outcome.origin == Origin::UpstreamProxy;
+        v.grpc = s
+            .grpc_status
+            .filter(|c| crate::grpc::code_label(*c).is_some());
         v
     }
 
@@ -71,6 +76,7 @@ impl Verdict {
             attempts: c.attempts,
             hints: outcome.hints,
             inferred: false,
+            grpc: None,
         }
     }
 
@@ -87,6 +93,9 @@ impl Verdict {
         );
         if self.inferred {
             out.push_str(";inferred");
+        }
+        if let Some(code) = self.grpc {
+            let _ = write!(out, ";grpc={code}");
         }
         if self.dir != Direction::Unknown {
             let _ = write!(out, ";dir={}", self.dir.as_str());

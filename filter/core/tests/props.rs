@@ -147,6 +147,7 @@ fn signals() -> impl Strategy<Value = Signals> {
                 hop_by_hop: HopByHop::default(),
                 upstream_mtls: mtls,
                 upstream_tls13_no_client_cert: mtls && budget,
+                grpc_deadline: started && budget,
                 connect_nanos: connect,
                 retry_budget_exceeded: budget,
                 upstream,
@@ -178,6 +179,7 @@ fn verdict() -> impl Strategy<Value = Verdict> {
                 attempts,
                 hints: Hints(hints),
                 inferred: false,
+                grpc: None,
             },
         )
 }
