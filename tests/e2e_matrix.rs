@@ -563,6 +563,16 @@ fn page(runs: &[Run]) -> String {
          gRPC errors get no Proxy-Status at all; late failures (truncation, client gone) cannot \
          carry any header, and meshtriage still counts and logs them with their class.\n",
     );
+    out.push_str(
+        "\nAnother proxy's error page (the nginx and HAProxy rows replay pages captured from the \
+         real software; tests/e2e_real_software.rs runs nginx, HAProxy, a plain Envoy hop, \
+         `openssl s_server` and grpcio for real): Envoy sees an app's answer and writes no \
+         Proxy-Status. meshtriage's header verdict carries `inferred` (the headers make the \
+         gateway's page likely); the access log and the metric carry the certain verdict (the \
+         body matched the signature table in docs/taxonomy.md). The keep-alive race's hint \
+         rests on how fast the pool handed the connection over (a reuse is synchronous): on a \
+         busy machine it may be missing, never added to a new connection.\n",
+    );
     out
 }
 

@@ -372,7 +372,7 @@ pub const HINT_MEANINGS: [&str; 10] = [
     "the request or response body was at or above large_payload_bytes",
     "retries to this cluster exceeded the retry budget in the current window",
     "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path",
-    "the request went out on a pooled connection that had already served one, and the upstream closed it before answering: the keep-alive race. Make the upstream's keep-alive (idle) timeout longer than this proxy's idle timeout for the cluster, and retry on reset",
+    "the request went out on a pooled connection that had already served one, and the upstream closed it before answering. When the upstream closes idle connections (its keep-alive timeout), this is the keep-alive race: make the upstream's keep-alive timeout longer than this proxy's idle timeout for the cluster, and retry on reset",
     "the upstream closed a new TLS 1.3 connection before answering, and this proxy presented no client certificate: a server that requires one rejects it this way under TLS 1.3 (alert 116 after the handshake, which Envoy reports as a plain termination). Check the mTLS modes: the upstream wants mTLS (PeerAuthentication STRICT, a server requiring client certificates) and this side sends none (DestinationRule tls mode DISABLE or SIMPLE, or a workload without sidecar)",
 ];
 
