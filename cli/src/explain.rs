@@ -198,6 +198,8 @@ pub struct Finding {
     pub decided_by: String,
     /// The hop that wrote it (x-meshtriage members).
     pub hop: Option<String>,
+    /// Classes the same text could also be, given evidence it does not carry.
+    pub alternatives: Vec<(Class, String)>,
 }
 
 fn outcome_of_class(class: Class, hints: Hints) -> Outcome {
@@ -220,6 +222,7 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
     let mut fallback: Option<(Class, String)> = None;
     let mut retried = false;
     let mut any = false;
+    let mut local_reply = false;
     for (text, p) in pieces {
         any |= !matches!(p, Piece::Verdicts(_));
         match p {
@@ -233,6 +236,7 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
                 transport_failure,
             } => {
                 retried |= *r;
+                local_reply = true;
                 if tfr.is_none() {
                     tfr.clone_from(transport_failure);
                 }
@@ -298,7 +302,11 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
         if retried {
             outcome.hints.insert(Hint::RetriesExhausted);
         }
-        // The class's own origin and side: the text speaks for the proxy that wrote it.
+        let alternatives = if rule.when.len() == 1 {
+            judge::alternatives(flags, outcome.class, local_reply)
+        } else {
+            Vec::new()
+        };
         return Some(Finding {
             header: Some(judge::encode(outcome, flags, details)),
             outcome: Some(outcome),
@@ -307,6 +315,7 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
                 describe_rule(rule)
             ),
             hop: None,
+            alternatives,
         });
     }
     if let Some((class, why)) = fallback {
@@ -315,11 +324,16 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
             hints.insert(Hint::RetriesExhausted);
         }
         let outcome = outcome_of_class(class, hints);
+        let shown = match sole_flag(class) {
+            Some(f) if flags.0 == 0 => flags.with(f),
+            _ => flags,
+        };
         return Some(Finding {
             header: Some(judge::encode(outcome, flags, details)),
             outcome: Some(outcome),
             decided_by: why,
             hop: None,
+            alternatives: judge::alternatives(shown, class, local_reply),
         });
     }
     // Status and details alone: failing or not, by the plugin's own test.
@@ -333,6 +347,7 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
             decided_by: "not a failure by the plugin's rules (no failure flag, status not failing)"
                 .into(),
             hop: None,
+            alternatives: Vec::new(),
         });
     }
     let outcome = classify(&s, cfg);
@@ -346,6 +361,7 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
         outcome: Some(outcome),
         decided_by,
         hop: None,
+        alternatives: Vec::new(),
     })
 }
 
@@ -394,6 +410,7 @@ pub fn decode_verdicts(pieces: &[(String, Piece)]) -> Vec<Finding> {
                 header: Some(m.clone()),
                 decided_by: "the verdict a meshtriage hop wrote (x-meshtriage)".into(),
                 hop: text("hop").map(str::to_string),
+                alternatives: Vec::new(),
             });
         }
     }
@@ -448,6 +465,7 @@ impl Explanation {
                     "hint_meanings": o.hints.iter().map(|h| json!({"hint": h.as_str(), "meaning": hint_meaning(h)})).collect::<Vec<_>>(),
                     "decided_by": f.decided_by,
                     "header": f.header,
+                    "could_also_be": f.alternatives.iter().map(|(c, need)| json!({"class": c.as_str(), "needs": need})).collect::<Vec<_>>(),
                 }),
             }).collect::<Vec<_>>(),
         })
@@ -483,6 +501,15 @@ impl Explanation {
                         let _ = writeln!(out, "  hint {}: {}", h.as_str(), hint_meaning(h));
                     }
                     let _ = writeln!(out, "  decided by: {}", f.decided_by);
+                    if !f.alternatives.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "  not ruled out (the text lacks the evidence that tells them apart):"
+                        );
+                        for (c, need) in &f.alternatives {
+                            let _ = writeln!(out, "    {:<24} needs {need}", c.as_str());
+                        }
+                    }
                     if let Some(h) = &f.header {
                         let _ = writeln!(out, "  as header:  x-meshtriage: {h}");
                     }

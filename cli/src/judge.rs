@@ -106,6 +106,39 @@ pub fn sole_flag(class: Class) -> Option<Flag> {
         })
 }
 
+/// Classes the same flags lead to with more evidence (rules with one of the flags and further
+/// conditions), with what they need: when the text shows only the flag, these are not ruled
+/// out. `local_reply`: the proxy answered itself, so rules about a started response do not apply.
+pub fn alternatives(
+    flags: ResponseFlags,
+    decided: Class,
+    local_reply: bool,
+) -> Vec<(Class, String)> {
+    let mut out: Vec<(Class, String)> = Vec::new();
+    for r in RULES {
+        let has_flag = r
+            .when
+            .iter()
+            .any(|c| matches!(c, Cond::Flag(f) if flags.has(*f)));
+        let late = r
+            .when
+            .iter()
+            .any(|c| matches!(c, Cond::ResponseStarted | Cond::ChunkedWithoutBody));
+        if r.class == decided || r.when.len() < 2 || !has_flag || (local_reply && late) {
+            continue;
+        }
+        let need = describe_rule(r);
+        match out.iter_mut().find(|(c, _)| *c == r.class) {
+            Some((_, text)) => {
+                text.push_str("; or ");
+                text.push_str(&need);
+            }
+            None => out.push((r.class, need)),
+        }
+    }
+    out
+}
+
 /// Does any rule look at this transport failure reason (or is it one Envoy writes on a failed
 /// connect)?
 pub fn is_transport_failure(text: &str) -> bool {

@@ -61,7 +61,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "minute")]
         bucket: Bucket,
         /// Example lines per class in the summary.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 1)]
         examples: usize,
         /// Clusters and authorities listed in the summary.
         #[arg(long, default_value_t = 10)]

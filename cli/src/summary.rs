@@ -14,7 +14,7 @@ pub const MAX_BAD_SHOWN: usize = 10;
 /// Bytes of a bad line shown.
 const BAD_PREFIX: usize = 60;
 /// Characters of an example line shown.
-const EXAMPLE_CHARS: usize = 400;
+const EXAMPLE_CHARS: usize = 240;
 
 /// One failing request.
 #[derive(Clone, Debug, Default)]
