@@ -85,12 +85,19 @@ fn known_details(text: &str) -> bool {
         })
 }
 
+/// Envoy's response code details: a known one, or the shape they all have (snake_case, words
+/// joined by `_` or `.`, maybe `{reason}` or `[policy]` after).
 fn looks_like_details(text: &str) -> bool {
+    let word = text.split(['{', '[']).next().unwrap_or(text);
     !text.is_empty()
         && !text.contains(' ')
         && text.is_ascii()
-        && text.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && known_details(text)
+        && (known_details(text)
+            || (word.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && word.contains(['_', '.'])
+                && word.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                })))
 }
 
 fn parse_verdicts(text: &str) -> Option<Vec<String>> {
@@ -295,6 +302,8 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
         flags,
         details: details.clone(),
         transport_failure: tfr,
+        // As for log lines: a status below 400 with a failure means the response had started.
+        response_started: status.is_some_and(|c| c < 400),
         ..Signals::default()
     };
     if let Some((n, rule)) = deciding_rule(&s, cfg) {

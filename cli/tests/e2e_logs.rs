@@ -309,6 +309,11 @@ fn logs_agree_with_the_plugin_and_explain_reads_every_local_reply() {
 
     // explain on every local-reply body Envoy wrote (the app's own bodies are not Envoy's).
     let mut explained = 0;
+    let mut fixture = String::from(
+        "# Local-reply bodies Envoy 1.40 sent in the scenario matrix (HTTP/1.1), with the plugin's\n\
+         # class for the same request: request path, class, body. Written by tests/e2e_logs.rs\n\
+         # (MESHTRIAGE_BLESS=1), read by tests/cli.rs.\n",
+    );
     for (path, verdict, body) in &bodies {
         let out = Command::new(BIN)
             .args(["explain", "--format", "json", body.as_str()])
@@ -345,6 +350,18 @@ fn logs_agree_with_the_plugin_and_explain_reads_every_local_reply() {
         );
         eprintln!("explain ok: {path}: {body:?} → {got}");
         explained += 1;
+        fixture.push_str(&format!("{path}\t{plugin_class}\t{}\n", body.trim_end()));
     }
     assert!(explained >= 10, "only {explained} local-reply bodies");
+    let committed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/local-replies.tsv");
+    if std::env::var_os("MESHTRIAGE_BLESS").is_some() {
+        std::fs::write(&committed, &fixture).unwrap();
+    } else {
+        assert_eq!(
+            std::fs::read_to_string(&committed).unwrap_or_default(),
+            fixture,
+            "tests/fixtures/local-replies.tsv is stale: MESHTRIAGE_BLESS=1 cargo test -p meshtriage-cli --test e2e_logs"
+        );
+    }
 }
