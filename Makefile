@@ -15,14 +15,19 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
 	cargo run -q -p meshtriage-envoy-test --bin demo
 
+## cli: the `meshtriage` command (explain, logs) at target/release/meshtriage
+cli:
+	cargo build --release -p meshtriage-cli --bin meshtriage
+	@echo "built target/release/meshtriage (or: cargo install --path cli)"
+
 ## test: every check and test (what CI runs)
-test: lint unit wasm-unit e2e istio
+test: lint unit wasm-unit e2e cli-test istio
 	@echo "make test: all passed"
 
 setup: targets venv tools
@@ -81,6 +86,10 @@ wasm-unit: targets tools
 e2e: wasm venv tools
 	cargo test -p meshtriage-suite -p meshtriage-envoy-test
 
+# The CLI's tests: unit, recorded Envoy output, and the real-Envoy logs-vs-plugin agreement.
+cli-test: wasm venv tools
+	cargo test -p meshtriage-cli
+
 istio:
 	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
 
@@ -119,6 +128,11 @@ scenarios: wasm venv tools
 
 clean:
 	cargo clean
+
+## bench-logs: `meshtriage logs` vs `grep -c ' UF '` on a generated 1 GB Istio access log
+bench-logs:
+	cargo build -q --release -p meshtriage-cli --bin meshtriage --example gen_access_log
+	cli/bench/bench_logs.sh
 
 ## bench-instructions: Envoy instructions per request under callgrind (deterministic; slow start)
 bench-instructions: wasm venv
