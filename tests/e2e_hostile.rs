@@ -27,6 +27,7 @@ struct HostileBed {
     out: u16,
     inb: u16,
     _hostile: Upstream,
+    _refused: paths::ClosedPort,
 }
 
 /// Envoy with outbound and inbound listeners (meshtriage, router) in front of the hostile
@@ -35,7 +36,7 @@ struct HostileBed {
 fn start(name: &str) -> HostileBed {
     let dir = paths::scratch(name);
     let hostile = hostile::start();
-    let (out, inb) = (paths::free_port(), paths::free_port());
+    let refused = paths::closed_port();
     let log = dir.join("access.log").display().to_string();
     let wasm = paths::wasm().display().to_string();
     let routes = json!([
@@ -64,21 +65,23 @@ fn start(name: &str) -> HostileBed {
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {
             "listeners": [
-                listener("outbound", out, Some("OUTBOUND"), vec![chain("out")], None),
-                listener("inbound", inb, Some("INBOUND"), vec![chain("in")], None),
+                listener("outbound", 0, Some("OUTBOUND"), vec![chain("out")], None),
+                listener("inbound", 0, Some("INBOUND"), vec![chain("in")], None),
             ],
             "clusters": [
                 cluster("c_hostile", hostile.port, json!({})),
                 cluster("c_big", hostile.port, big),
-                cluster("c_refused", paths::free_port(), json!({})),
+                cluster("c_refused", refused.port, json!({})),
             ]
         }
     });
+    let envoy = Envoy::start(&cfg, &dir);
     HostileBed {
-        envoy: Envoy::start(&cfg, &dir),
-        out,
-        inb,
+        out: envoy.port("outbound"),
+        inb: envoy.port("inbound"),
+        envoy,
         _hostile: hostile,
+        _refused: refused,
     }
 }
 
