@@ -15,7 +15,7 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -80,6 +80,11 @@ wasm-unit: targets tools
 
 e2e: wasm venv tools
 	cargo test -p meshtriage-suite -p meshtriage-envoy-test
+
+## test-repeat: the e2e suite N times in a row (as `make e2e` runs it); prints failures per test
+N ?= 20
+test-repeat: wasm venv tools
+	.ci/test-repeat $(N)
 
 istio:
 	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi

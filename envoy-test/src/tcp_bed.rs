@@ -253,11 +253,14 @@ pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8]) {
 pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            // A signal is not the end of the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
         }
-        out.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
     out
 }
