@@ -7,7 +7,7 @@
 //! Hostile upstream responses against a real Envoy 1.40: huge and malformed verdict headers,
 //! non-UTF-8 bytes, thousands of headers, absurd `grpc-status` values and a lying
 //! `proxy-status`. Every request completes with the upstream's status, the plugin's verdict
-//! stays within the contract's bounds, malformed input is counted, and the VM keeps working.
+//! stays within its documented bounds (`MAX_HEADER_BYTES`, `MAX_ENTRIES`), malformed input is counted, and the VM keeps working.
 //! Also: the metric series stay bounded whatever paths, hosts and failures traffic brings.
 
 use meshtriage_core::metrics::{FAILURES, INTERNAL_ERRORS, MALFORMED_UPSTREAM};
@@ -114,7 +114,7 @@ impl HostileBed {
     }
 }
 
-/// The client-visible verdict header: valid RFC 8941 within the contract's bounds.
+/// The client-visible verdict header: valid RFC 8941 within the documented bounds.
 fn bounded(r: &Response, what: &str) -> Vec<verdict::View> {
     let values = r.headers_named("x-meshtriage");
     assert!(values.len() <= 1, "{what}: {} header lines", values.len());

@@ -13,7 +13,7 @@ pub fn root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// The plugin: `MESHTRIAGE_WASM`, else the contract's release artifact.
+/// The plugin: `MESHTRIAGE_WASM`, else what `make wasm` builds.
 pub fn wasm() -> PathBuf {
     let path = std::env::var_os("MESHTRIAGE_WASM")
         .map(PathBuf::from)
