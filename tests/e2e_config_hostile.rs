@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Hostile plugin configuration against a real Envoy 1.40: every key with a wrong type or
 //! value, unknown keys, huge values, non-JSON bytes, and a configuration pushed at run time
 //! (LDS from a watched file) that goes good → bad → good. Envoy never refuses the

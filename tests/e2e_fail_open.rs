@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! What a plugin failure costs users, against a real Envoy 1.40. meshtriage itself cannot be
 //! made to panic (no panicking code paths outside tests: see docs/hardening.md), so a fixture
 //! plugin (`envoy-test/fixtures/panic-plugin`, with meshtriage's panic hook) panics in

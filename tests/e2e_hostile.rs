@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Hostile upstream responses against a real Envoy 1.40: huge and malformed verdict headers,
 //! non-UTF-8 bytes, thousands of headers, absurd `grpc-status` values and a lying
 //! `proxy-status`. Every request completes with the upstream's status, the plugin's verdict

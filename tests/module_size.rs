@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The plugin module stays within its 200 KB budget (docs/performance.md, "Module size").
 //! `make wasm` runs binaryen's `wasm-opt` on what cargo builds; cargo alone (`cargo build
 //! --release --target wasm32-wasip1 -p meshtriage`, even a no-op rebuild) puts the larger,

@@ -2,12 +2,6 @@
 //! a no-op proxy-wasm filter, on this machine. One Envoy per variant (one worker, pinned to
 //! CPU 0), wrk pinned to CPU 1, variants interleaved over several rounds; prints medians and
 //! the spread, and ratios measured within each round. Bounded: ROUNDS × variants × SECONDS.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use meshtriage_envoy_test::bed::{cluster, listener, protocol, router, stats_tags};
 use meshtriage_envoy_test::{paths, upstream, Envoy};
