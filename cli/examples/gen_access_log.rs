@@ -34,7 +34,9 @@ fn failures() -> Vec<(String, String, String, String)> {
     let mut out = Vec::new();
     for line in text.lines() {
         // `...HTTP/1.1" 503 UF details - "reason" ...`
-        let Some((_, rest)) = line.split_once("\" ") else { continue };
+        let Some((_, rest)) = line.split_once("\" ") else {
+            continue;
+        };
         let mut words = rest.splitn(4, ' ');
         let (Some(code), Some(flags), Some(details), Some(rest)) =
             (words.next(), words.next(), words.next(), words.next())
@@ -53,7 +55,14 @@ fn failures() -> Vec<(String, String, String, String)> {
     out
 }
 
-const SERVICES: [&str; 6] = ["reviews", "ratings", "details", "productpage", "checkout", "cart"];
+const SERVICES: [&str; 6] = [
+    "reviews",
+    "ratings",
+    "details",
+    "productpage",
+    "checkout",
+    "cart",
+];
 const PATHS: [&str; 6] = [
     "/api/v1/items?page=2",
     "/reviews/0",

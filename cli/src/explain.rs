@@ -173,7 +173,11 @@ pub fn read_piece(text: &str) -> Option<Piece> {
 pub fn read_all(args: &[String]) -> (Vec<(String, Piece)>, Vec<String>) {
     let joined = args.join(" ");
     if args.len() > 1 {
-        if let Some(p) = read_piece(&joined) {
+        // Only the kinds that hold spaces: a body, a Proxy-Status, verdicts.
+        if let Some(
+            p @ (Piece::LocalReply { .. } | Piece::ProxyStatus { .. } | Piece::Verdicts(_)),
+        ) = read_piece(&joined)
+        {
             return (vec![(joined, p)], Vec::new());
         }
     }
