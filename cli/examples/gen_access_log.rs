@@ -110,9 +110,9 @@ fn main() -> std::io::Result<()> {
             (code.into(), "-".into(), "via_upstream".into(), "-".into())
         };
         let id = (rng.next(), rng.next());
-        let _ = write!(
+        let _ = writeln!(
             line,
-            "[2026-12-07T{h:02}:{m:02}:{s:02}.{:03}Z] \"GET {} HTTP/1.1\" {code} {flags} {details} - \"{reason}\" 0 {} {} {} \"-\" \"{}\" \"{:08x}-{:04x}-{:04x}-{:04x}-{:012x}\" \"{svc}.default.svc.cluster.local:9080\" \"10.244.{}.{}:9080\" outbound|9080||{svc}.default.svc.cluster.local 10.244.0.12:{} 10.96.{}.{}:9080 10.244.0.12:{} - default\n",
+            "[2026-12-07T{h:02}:{m:02}:{s:02}.{:03}Z] \"GET {} HTTP/1.1\" {code} {flags} {details} - \"{reason}\" 0 {} {} {} \"-\" \"{}\" \"{:08x}-{:04x}-{:04x}-{:04x}-{:012x}\" \"{svc}.default.svc.cluster.local:9080\" \"10.244.{}.{}:9080\" outbound|9080||{svc}.default.svc.cluster.local 10.244.0.12:{} 10.96.{}.{}:9080 10.244.0.12:{} - default",
             ms % 1000,
             rng.pick(&PATHS).copied().unwrap_or("/"),
             rng.below(20_000),
