@@ -159,6 +159,14 @@ pub fn read_piece(text: &str) -> Option<Piece> {
             return Some(Piece::Flags(flags));
         }
     }
+    // A bare Proxy-Status error type (`connection_refused`), as dashboards show it.
+    if class_for_proxy_status(t) != Class::Unclassified {
+        return Some(Piece::ProxyStatus {
+            error: t.to_string(),
+            details: None,
+            flags: ResponseFlags::default(),
+        });
+    }
     if looks_like_details(t) {
         return Some(Piece::Details(t.to_string()));
     }
@@ -234,6 +242,7 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
     let mut retried = false;
     let mut any = false;
     let mut local_reply = false;
+    let mut ps_error: Option<String> = None;
     for (text, p) in pieces {
         any |= !matches!(p, Piece::Verdicts(_));
         match p {
@@ -262,6 +271,8 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
                     details.clone_from(d);
                 }
                 flags = ResponseFlags(flags.0 | f.0);
+                ps_error = Some(error.clone());
+                local_reply = true; // Envoy writes Proxy-Status on its own replies
                 fallback = Some((
                     class_for_proxy_status(error),
                     format!("Proxy-Status error type `{error}`"),
@@ -341,12 +352,30 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
             Some(f) if flags.0 == 0 => flags.with(f),
             _ => flags,
         };
+        let mut alternatives = judge::alternatives(shown, class, local_reply);
+        // Other classes the plugin reports with the same Proxy-Status error type.
+        if let Some(e) = &ps_error {
+            for c in meshtriage_core::taxonomy::CLASSES {
+                if c.proxy_status == e
+                    && c.class != class
+                    && !alternatives.iter().any(|a| a.0 == c.class)
+                {
+                    alternatives.push((
+                        c.class,
+                        format!(
+                            "the same Proxy-Status type; the rules: {}",
+                            rules_of(c.class)
+                        ),
+                    ));
+                }
+            }
+        }
         return Some(Finding {
             header: Some(judge::encode(outcome, flags, details)),
             outcome: Some(outcome),
             decided_by: why,
             hop: None,
-            alternatives: judge::alternatives(shown, class, local_reply),
+            alternatives,
         });
     }
     // Status and details alone: failing or not, by the plugin's own test.
@@ -376,6 +405,16 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
         hop: None,
         alternatives: Vec::new(),
     })
+}
+
+/// The rules of a class, as they read.
+fn rules_of(class: Class) -> String {
+    RULES
+        .iter()
+        .filter(|r| r.class == class)
+        .map(describe_rule)
+        .collect::<Vec<_>>()
+        .join("; or ")
 }
 
 /// One finding per `x-meshtriage` member (each hop's verdict as written).
