@@ -356,16 +356,23 @@ pub fn combine(pieces: &[(String, Piece)], cfg: &Config) -> Option<Finding> {
         // Other classes the plugin reports with the same Proxy-Status error type.
         if let Some(e) = &ps_error {
             for c in meshtriage_core::taxonomy::CLASSES {
+                let only_late = RULES.iter().filter(|r| r.class == c.class).all(|r| {
+                    r.when.iter().any(|w| {
+                        matches!(
+                            w,
+                            meshtriage_core::taxonomy::Cond::ResponseStarted
+                                | meshtriage_core::taxonomy::Cond::ChunkedWithoutBody
+                        )
+                    })
+                });
                 if c.proxy_status == e
+                    && !only_late
                     && c.class != class
                     && !alternatives.iter().any(|a| a.0 == c.class)
                 {
                     alternatives.push((
                         c.class,
-                        format!(
-                            "the same Proxy-Status type; the rules: {}",
-                            rules_of(c.class)
-                        ),
+                        format!("{} (same Proxy-Status type)", rules_of(c.class)),
                     ));
                 }
             }
