@@ -75,6 +75,8 @@ enum Piece {
 #[derive(Clone, Debug)]
 pub struct TextFormat {
     pub name: &'static str,
+    /// One of [`builtin`]: its last field is a single word.
+    builtin: bool,
     pieces: Vec<Piece>,
     /// Pieces up to here decide whether the line failed.
     decisive_end: usize,
@@ -103,6 +105,7 @@ pub fn builtin() -> Vec<TextFormat> {
     ]
     .into_iter()
     .filter_map(|(name, f)| TextFormat::compile(name, f).ok())
+    .map(|f| TextFormat { builtin: true, ..f })
     .collect()
 }
 
@@ -212,6 +215,7 @@ impl TextFormat {
             .collect();
         Ok(TextFormat {
             name,
+            builtin: false,
             pieces,
             decisive_end,
             has,
@@ -249,6 +253,12 @@ impl TextFormat {
                     let len = match self.finders.get(n + 1) {
                         Some(Some(finder)) => finder.find(rest).ok_or(Mismatch)?,
                         Some(None) => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
+                        // The last field runs to the end of the line; in the built-in formats it
+                        // is a word (Istio's route name), unless it is the plugin's verdict: a
+                        // space there means a verdict follows, i.e. another format.
+                        None if self.builtin && *f != Field::Verdict && rest.contains(&b' ') => {
+                            return Err(Mismatch)
+                        }
                         None => rest.len(),
                     };
                     out.set(*f, Cow::Borrowed(rest.get(..len).ok_or(Mismatch)?));
@@ -364,6 +374,15 @@ mod tests {
         assert!(istio.parse(b"garbage", &mut |_| false).is_err());
         let envoy = formats.iter().find(|f| f.name == "envoy").unwrap();
         assert!(envoy.parse(LINE, &mut |_| false).is_err());
+        // A line with the verdict appended is not a plain Istio line (the route name is a word).
+        let mut with_verdict = LINE.to_vec();
+        with_verdict.extend_from_slice(
+            b" l4;class=connect_refused;origin=proxy;side=upstream;hints=\"a b\"",
+        );
+        assert!(istio.parse(&with_verdict, &mut |_| false).is_err());
+        let both = formats.iter().find(|f| f.name == "istio+verdict").unwrap();
+        let (v, _) = both.parse(&with_verdict, &mut |_| false).unwrap();
+        assert!(v.text(Field::Verdict).unwrap().ends_with("hints=\"a b\""));
     }
 
     #[test]
