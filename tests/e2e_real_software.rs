@@ -21,19 +21,6 @@ use meshtriage_envoy_test::verdict::{self, View};
 use meshtriage_envoy_test::{paths, request, Response};
 use serde_json::{json, Value};
 
-/// The port Envoy bound for listener `name` (listeners bind port 0: no race).
-fn listener_port(envoy: &Envoy, name: &str) -> u16 {
-    let text = envoy.admin("/listeners?format=json");
-    let doc: Value = serde_json::from_str(&text).expect("listeners json");
-    doc["listener_statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l["name"] == name)
-        .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
-        .unwrap_or_else(|| panic!("no port for listener {name}: {text}")) as u16
-}
-
 fn route(prefix: &str, cluster: &str, timeout: &str) -> Value {
     json!({"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": timeout}})
 }
@@ -61,7 +48,7 @@ fn plain_envoy(hold: &RawBackend, close: &RawBackend) -> (Envoy, u16) {
          "load_assignment": {"cluster_name": "c_empty", "endpoints": []}},
     ]}});
     let envoy = Envoy::start(&bootstrap, &dir);
-    let port = listener_port(&envoy, "plain");
+    let port = envoy.port("plain");
     (envoy, port)
 }
 
@@ -89,7 +76,7 @@ fn meshtriage_envoy(targets: &[(&str, u16)]) -> (Envoy, u16) {
             "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", json!(routes), filters, &log)], None)],
             "clusters": clusters}});
     let envoy = Envoy::start(&bootstrap, &dir);
-    let port = listener_port(&envoy, "outbound");
+    let port = envoy.port("outbound");
     (envoy, port)
 }
 
@@ -196,17 +183,17 @@ fn nginx_gateway_replies_are_the_gateways_and_its_app_errors_stay_the_apps() {
     let Some(bin) = real_software::tool("nginx", "nginx-light") else {
         return;
     };
-    let dead = paths::free_port(); // nothing listens: nginx's connect is refused
+    let dead = paths::closed_port(); // nothing listens: nginx's connect is refused
     let hold = raw_backend(true);
     let nginx: Daemon = real_software::nginx(
         &bin,
         &format!(
             "proxy_read_timeout 1s; proxy_connect_timeout 1s;\n\
-             location /nginx/dead {{ proxy_pass http://127.0.0.1:{dead}; }}\n\
+             location /nginx/dead {{ proxy_pass http://127.0.0.1:{}; }}\n\
              location /nginx/hung {{ proxy_pass http://127.0.0.1:{}; }}\n\
              location /nginx/app500 {{ return 500; }}\n\
              location /nginx/app503 {{ return 503; }}\n",
-            hold.port
+            dead.port, hold.port
         ),
     );
     let (envoy, port) = meshtriage_envoy(&[("nginx", nginx.port)]);
@@ -236,15 +223,15 @@ fn haproxy_gateway_replies_are_the_gateways() {
     };
     let hold = raw_backend(true);
     let close = raw_backend(false);
-    let dead = paths::free_port();
+    let dead = paths::closed_port();
     let haproxy = real_software::haproxy(
         &bin,
         &format!(
             "  use_backend bad if {{ path_beg /haproxy/bad }}\n  use_backend hung if {{ path_beg /haproxy/hung }}\n  default_backend none\n\
              backend bad\n  server s1 127.0.0.1:{}\n\
              backend hung\n  server s1 127.0.0.1:{}\n\
-             backend none\n  server s1 127.0.0.1:{dead}\n",
-            close.port, hold.port
+             backend none\n  server s1 127.0.0.1:{}\n",
+            close.port, hold.port, dead.port
         ),
     );
     let (envoy, port) = meshtriage_envoy(&[("haproxy", haproxy.port)]);
@@ -390,7 +377,7 @@ fn mtls_mismatch(version: &str, max: &str) -> (View, Option<View>, f64) {
             "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", routes, filters, &log)], None)],
             "clusters": [cluster("c_tls", server.port, tls)]}});
     let envoy = Envoy::start(&bootstrap, &dir);
-    let port = listener_port(&envoy, "outbound");
+    let port = envoy.port("outbound");
     let r = request(port, "GET", "/", &[("x-scn", "mtls")], b"").unwrap();
     println!("{version}: {} {:?}", r.status, r.header("x-meshtriage"));
     let header = r
@@ -548,6 +535,6 @@ fn grpc_envoy(grpc_port: u16) -> (Envoy, u16) {
             "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", json!([route("/", "c_grpc", "5s")]), filters, &log)], None)],
             "clusters": [cluster("c_grpc", grpc_port, h2)]}});
     let envoy = Envoy::start(&bootstrap, &dir);
-    let port = listener_port(&envoy, "outbound");
+    let port = envoy.port("outbound");
     (envoy, port)
 }

@@ -97,11 +97,6 @@ pub fn blackhole_at(port: u16) -> Blackhole {
     }
 }
 
-/// A port where nothing listens.
-pub fn refused_port() -> u16 {
-    crate::paths::free_port()
-}
-
 struct Request {
     path: String,
     headers: Vec<(String, String)>,
@@ -392,8 +387,8 @@ fn h2_conn(mut s: TcpStream, rst_code: u32) {
 /// Row `index` of the gateway-reply table, sent as that proxy sent it (status, `Server`,
 /// content type and the captured body).
 fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
-    use meshtriage_core::gateway_replies::{Headers, Product, GATEWAY_REPLIES};
-    let Some(row) = GATEWAY_REPLIES.get(index) else {
+    use meshtriage_core::gateway_replies::{Headers, Product, GATEWAY_DOCS, GATEWAY_REPLIES};
+    let (Some(row), Some(docs)) = (GATEWAY_REPLIES.get(index), GATEWAY_DOCS.get(index)) else {
         return ok(s, 404, "", "no such row\n");
     };
     let (server, content_type) = match row.headers {
@@ -404,8 +399,8 @@ fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
     let reply = format!(
         "HTTP/1.1 {} X\r\n{server}content-type: {content_type}\r\ncontent-length: {}\r\n\r\n{}",
         row.status,
-        row.sample.len(),
-        row.sample
+        docs.sample.len(),
+        docs.sample
     );
     s.write_all(reply.as_bytes()).is_ok()
 }
