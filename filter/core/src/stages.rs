@@ -996,4 +996,218 @@ mod tests {
             assert_eq!(fake.asked_code as usize, signal_reads, "{case}: code reads");
         }
     }
+
+    /// A host for the new reads: a deadline that ran out, a TLS 1.3 connection without a
+    /// client certificate; counts what was asked.
+    #[derive(Default)]
+    struct Fake2 {
+        inner: Fake,
+        deadline: bool,
+        tls13: bool,
+        asked_deadline: u32,
+        asked_tls13: u32,
+    }
+
+    impl Reads for Fake2 {
+        fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
+            self.inner.signals(phase, status)
+        }
+        fn upstream_mtls(&mut self) -> bool {
+            self.inner.upstream_mtls()
+        }
+        fn response_flags(&mut self) -> ResponseFlags {
+            self.inner.response_flags()
+        }
+        fn response_code(&mut self) -> Option<u16> {
+            self.inner.response_code()
+        }
+        fn tls13_without_client_cert(&mut self) -> bool {
+            self.asked_tls13 += 1;
+            self.tls13
+        }
+        fn grpc_deadline_ran_out(&mut self) -> bool {
+            self.asked_deadline += 1;
+            self.deadline
+        }
+    }
+
+    const NGINX_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+
+    fn nginx_504_headers() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (":status", "504"),
+            ("server", "nginx/1.22.1"),
+            ("content-type", "text/html"),
+            ("content-length", "167"),
+        ]
+    }
+
+    /// The headers make nginx's page likely (`inferred` in the header); the body makes it
+    /// certain, refutes it (the app's own page), or is too big to be it.
+    #[test]
+    fn gateway_pages_are_inferred_then_confirmed_or_withdrawn() {
+        let c = Config::default();
+        let header_stage = || {
+            let mut fake = Fake {
+                signals: details("via_upstream", Direction::Outbound),
+                ..Fake::default()
+            };
+            plan(&nginx_504_headers(), false, &c, &mut fake)
+        };
+        let p = header_stage();
+        let v = p.verdict.clone().unwrap();
+        assert_eq!(
+            (v.class, v.origin, v.inferred),
+            (Class::UpstreamTimeout, Origin::UpstreamProxy, true)
+        );
+        assert!(matches!(&p.header, HeaderAction::Write(t) if t.contains(";inferred")));
+        assert!(p.probe.is_some(), "the body is probed");
+        let end = |body: &[u8], overflow: bool| {
+            let p = header_stage();
+            let mut probe = p.probe.unwrap();
+            probe.body = body.to_vec();
+            if overflow {
+                probe.give_up();
+            }
+            let input = EndInput {
+                saw_headers: true,
+                response_complete: true,
+                verdict: p.verdict,
+                probe: Some(probe),
+                ..EndInput::default()
+            };
+            let mut fake = Fake::default();
+            finish(input, &c, "a.ns", &mut fake)
+        };
+        let confirmed = end(NGINX_504.as_bytes(), false);
+        let v = confirmed.verdict.unwrap();
+        assert_eq!(
+            (v.class, v.origin, v.inferred),
+            (Class::UpstreamTimeout, Origin::UpstreamProxy, false)
+        );
+        for (body, overflow) in [
+            (&b"<html>the app's own 504</html>"[..], false),
+            (&b""[..], true),
+        ] {
+            let refuted = end(body, overflow);
+            let v = refuted.verdict.unwrap();
+            assert!(refuted.changed);
+            assert_eq!(
+                (v.class, v.origin, v.inferred),
+                (Class::AppError, Origin::App, false)
+            );
+        }
+        // A 500 through nginx is never a gateway's.
+        let mut fake = Fake {
+            signals: details("via_upstream", Direction::Outbound),
+            ..Fake::default()
+        };
+        let mut h = nginx_504_headers();
+        h[0] = (":status", "500");
+        let p = plan(&h, false, &c, &mut fake);
+        assert_eq!(
+            p.verdict.map(|v| (v.class, v.inferred)),
+            Some((Class::AppError, false))
+        );
+        assert!(p.probe.is_none());
+    }
+
+    /// A trailers-only status 4 at header time cannot read the request's `grpc-timeout`: the
+    /// end-of-stream stage looks again (one read), and only for status 4.
+    #[test]
+    fn a_header_time_status_4_is_settled_at_the_end() {
+        let c = Config::default();
+        for (deadline, class) in [
+            (true, Class::GrpcDeadlineExceeded),
+            (false, Class::AppGrpcError),
+        ] {
+            let mut fake = Fake2 {
+                inner: Fake {
+                    signals: details("via_upstream", Direction::Outbound),
+                    ..Fake::default()
+                },
+                deadline,
+                ..Fake2::default()
+            };
+            let p = plan(
+                &[(":status", "200"), ("grpc-status", "4")],
+                true,
+                &c,
+                &mut fake.inner,
+            );
+            let v = p.verdict.unwrap();
+            assert_eq!((v.class, v.grpc), (Class::AppGrpcError, Some(4)));
+            let input = EndInput {
+                saw_headers: true,
+                response_complete: true,
+                verdict: Some(v),
+                ..EndInput::default()
+            };
+            let end = finish(input, &c, "a.ns", &mut fake);
+            assert_eq!(end.verdict.map(|v| v.class), Some(class));
+            assert_eq!(end.changed, deadline);
+            assert_eq!(fake.asked_deadline, 1);
+        }
+        // Another code: nothing to look at.
+        let mut fake = Fake2 {
+            inner: Fake {
+                signals: details("via_upstream", Direction::Outbound),
+                ..Fake::default()
+            },
+            deadline: true,
+            ..Fake2::default()
+        };
+        let p = plan(
+            &[(":status", "200"), ("grpc-status", "14")],
+            true,
+            &c,
+            &mut fake.inner,
+        );
+        let input = EndInput {
+            saw_headers: true,
+            response_complete: true,
+            verdict: p.verdict,
+            ..EndInput::default()
+        };
+        let end = finish(input, &c, "a.ns", &mut fake);
+        assert_eq!(end.verdict.map(|v| v.grpc), Some(Some(14)));
+        assert_eq!(fake.asked_deadline, 0);
+    }
+
+    /// The TLS version and local certificate are read only for a new connection's UC.
+    #[test]
+    fn tls13_reads_only_for_a_new_connections_termination() {
+        let c = Config::default();
+        let uc = |connect_nanos| Signals {
+            flags: ResponseFlags(Flag::UC.mask()),
+            details: Some("upstream_reset_before_response_started{connection_termination}".into()),
+            connect_nanos,
+            ..Signals::default()
+        };
+        for (nanos, asked, hinted) in [(Some(2_000_000), 1, true), (Some(5_000), 0, false)] {
+            let mut fake = Fake2 {
+                inner: Fake {
+                    signals: uf(),
+                    ..Fake::default()
+                },
+                tls13: true,
+                ..Fake2::default()
+            };
+            let v = assemble(&mut uc(nanos), &c, "a.ns", &mut fake).unwrap();
+            assert_eq!(fake.asked_tls13, asked, "{nanos:?}");
+            assert_eq!(
+                v.hints.contains(crate::taxonomy::Hint::Tls13NoClientCert),
+                hinted
+            );
+        }
+        let mut fake = Fake2 {
+            tls13: true,
+            ..Fake2::default()
+        };
+        let _ = assemble(&mut uf(), &c, "a.ns", &mut fake);
+        assert_eq!(
+            fake.asked_tls13, 0,
+            "a refused connect reads no TLS version"
+        );
+    }
 }
