@@ -276,7 +276,9 @@ pub fn plan_headers(
         (Some(_), Some(entries), true) => HeaderAction::Replace(entries),
         (Some(_), None, true) => HeaderAction::Write(verdict.encode(cfg.include_detail)),
     };
-    let proxy_status = if cfg.proxy_status && !kept {
+    // An `inferred` verdict names another proxy's failure as likely: this hop writes no
+    // Proxy-Status entry for it.
+    let proxy_status = if cfg.proxy_status && !kept && !verdict.inferred {
         verdict.proxy_status()
     } else {
         None
@@ -1061,6 +1063,13 @@ mod tests {
             (Class::UpstreamTimeout, Origin::UpstreamProxy, true)
         );
         assert!(matches!(&p.header, HeaderAction::Write(t) if t.contains(";inferred")));
+        let with_ps = cfg(|c| c.proxy_status = true);
+        let mut fake = Fake {
+            signals: details("via_upstream", Direction::Outbound),
+            ..Fake::default()
+        };
+        let ps = plan(&nginx_504_headers(), false, &with_ps, &mut fake).proxy_status;
+        assert_eq!(ps, None, "no Proxy-Status for an inferred verdict");
         assert!(p.probe.is_some(), "the body is probed");
         let end = |body: &[u8], overflow: bool| {
             let p = header_stage();
