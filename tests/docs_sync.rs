@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The docs are generated from the code's tables (build.rs); this keeps the committed copies
 //! in sync. `MESHTRIAGE_BLESS=1 cargo test --test docs_sync` (or `make docs`) rewrites them.
 

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! `make wasm` drops the callbacks meshtriage never implements from the module's exports
 //! (filter/tools/trim-exports, whose `DROPPED` list is read here), so Envoy skips those
 //! crossings into the VM. This keeps the list honest: a dropped callback must not be
