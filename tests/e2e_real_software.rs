@@ -180,8 +180,9 @@ fn check(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
 
 #[test]
 fn nginx_gateway_replies_are_the_gateways_and_its_app_errors_stay_the_apps() {
-    let Some(bin) = real_software::tool("nginx", "nginx-light") else {
-        return;
+    let bin = match real_software::tool("nginx", "nginx") {
+        Ok(bin) => bin,
+        Err(why) => return meshtriage_suite::skip(&why),
     };
     let dead = paths::closed_port(); // nothing listens: nginx's connect is refused
     let hold = raw_backend(true);
@@ -218,8 +219,9 @@ fn nginx_gateway_replies_are_the_gateways_and_its_app_errors_stay_the_apps() {
 
 #[test]
 fn haproxy_gateway_replies_are_the_gateways() {
-    let Some(bin) = real_software::tool("haproxy", "haproxy") else {
-        return;
+    let bin = match real_software::tool("haproxy", "haproxy") {
+        Ok(bin) => bin,
+        Err(why) => return meshtriage_suite::skip(&why),
     };
     let hold = raw_backend(true);
     let close = raw_backend(false);
@@ -424,8 +426,9 @@ fn a_missing_client_certificate_is_named_under_tls12_and_tls13() {
 /// `grpc_deadline_exceeded`, whichever side ends it first.
 #[test]
 fn grpc_status_codes_and_deadlines() {
-    let Some(python) = real_software::python_venv("grpc-venv", &["grpcio"]) else {
-        return;
+    let python = match real_software::python_venv("grpc-venv", &["grpcio"]) {
+        Ok(python) => python,
+        Err(why) => return meshtriage_suite::skip(&why),
     };
     let server = real_software::grpc_server(&python);
     let (envoy, port) = grpc_envoy(server.port);

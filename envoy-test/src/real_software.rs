@@ -14,8 +14,9 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 /// `bin` from the Debian package `package`: found, else installed with apt-get (root only),
-/// else `None` after printing why the scenario is skipped.
-pub fn tool(bin: &str, package: &str) -> Option<PathBuf> {
+/// else `Err` saying why the scenario must be skipped (the test reports it with
+/// `meshtriage_suite::skip`, which `cargo test` shows even for a passing test).
+pub fn tool(bin: &str, package: &str) -> Result<PathBuf, String> {
     let find = || {
         ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
             .iter()
@@ -23,7 +24,7 @@ pub fn tool(bin: &str, package: &str) -> Option<PathBuf> {
             .find(|p| p.exists())
     };
     if let Some(p) = find() {
-        return Some(p);
+        return Ok(p);
     }
     static UPDATE: Once = Once::new();
     UPDATE.call_once(|| {
@@ -45,11 +46,9 @@ pub fn tool(bin: &str, package: &str) -> Option<PathBuf> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let found = find();
-    if found.is_none() {
-        eprintln!("SKIP: {bin} not found and the Debian package `{package}` could not be installed (apt-get as root)");
-    }
-    found
+    find().ok_or_else(|| {
+        format!("{bin} not found and the Debian package `{package}` could not be installed (apt-get as root)")
+    })
 }
 
 /// A daemon started by [`spawn_on_inherited_socket`]; killed on drop.
@@ -325,14 +324,14 @@ pub fn tls_server_requiring_client_cert(certs: &crate::certs::Certs, version: &s
     daemon
 }
 
-/// A Python venv under target/ with the PyPI packages `packages`, created on first use; `None`
-/// (after printing why the scenario is skipped) when pip cannot install them.
-pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
+/// A Python venv under target/ with the PyPI packages `packages`, created on first use; `Err`
+/// saying why the scenario must be skipped when pip cannot install them.
+pub fn python_venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
     let venv = paths::root().join("target").join(name);
     let python = venv.join("bin/python");
     let marker = venv.join(format!(".installed-{}", packages.join("-")));
     if marker.exists() {
-        return Some(python);
+        return Ok(python);
     }
     let ok = Command::new("python3")
         .args(["-m", "venv"])
@@ -346,14 +345,13 @@ pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
             .is_ok_and(|s| s.success());
     if ok {
         let _ = std::fs::write(&marker, "");
-        Some(python)
+        Ok(python)
     } else {
-        eprintln!(
-            "SKIP: could not pip-install {} into {}",
+        Err(format!(
+            "could not pip-install the PyPI package(s) {} into {}",
             packages.join(", "),
             venv.display()
-        );
-        None
+        ))
     }
 }
 
