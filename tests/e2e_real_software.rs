@@ -541,3 +541,30 @@ fn grpc_envoy(grpc_port: u16) -> (Envoy, u16) {
     let port = envoy.port("outbound");
     (envoy, port)
 }
+
+/// Precision: an app server's own 500/502/503 pages (gunicorn from PyPI, HTML, small) stay the
+/// app's, header and log alike.
+#[test]
+fn an_app_servers_own_error_pages_stay_the_apps() {
+    let python = match real_software::python_venv("gunicorn-venv", &["gunicorn"]) {
+        Ok(python) => python,
+        Err(why) => return meshtriage_suite::skip(&why),
+    };
+    let app = real_software::gunicorn(&python);
+    let (envoy, port) = meshtriage_envoy(&[("app", app.port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want("/app/502", 502, "app_error", "app", false),
+            want("/app/503", 503, "app_error", "app", false),
+            want("/app/500", 500, "app_error", "app", false),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        app.log()
+    );
+}

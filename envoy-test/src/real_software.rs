@@ -455,3 +455,56 @@ pub fn grpc_call(python: &Path, port: u16, method: &str, timeout_s: f64, scn: &s
         .expect("python");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+const WSGI_APP: &str = r#"
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    status = {"/app/502": "502 Bad Gateway", "/app/503": "503 Service Unavailable",
+              "/app/500": "500 Internal Server Error"}.get(path, "200 OK")
+    body = ("<html><body><h1>%s</h1>the app's own page</body></html>" % status).encode()
+    start_response(status, [("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// gunicorn (an HTTP/1.1 app server from PyPI) serving a WSGI app that answers `/app/502`,
+/// `/app/503` and `/app/500` with its own HTML error pages; it binds port 0 and logs the
+/// port. Killed on drop.
+pub fn gunicorn(python: &Path) -> Daemon {
+    let dir = paths::scratch("gunicorn");
+    std::fs::write(dir.join("wsgi_app.py"), WSGI_APP).expect("wsgi_app.py");
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Command::new(python)
+        .args(["-m", "gunicorn", "-b", "127.0.0.1:0", "-w", "1", "--chdir"])
+        .arg(&dir)
+        .arg("wsgi_app:app")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("python");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("gunicorn exited with {status}\n{}", daemon.log());
+        }
+        daemon.port = daemon
+            .log()
+            .lines()
+            .find_map(|l| l.split("Listening at: http://127.0.0.1:").nth(1))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "gunicorn: no port\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
