@@ -215,7 +215,7 @@ impl TcpBed {
     /// Waits (bounded) for the `n`-th access-log line of listener `scn` (1-based).
     pub fn wait_log(&self, scn: &str, n: usize) -> Option<String> {
         let needle = format!("TCP scn={scn} ");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::envoy::WAIT;
         loop {
             let lines: Vec<String> = self
                 .envoy
