@@ -60,7 +60,7 @@ binaryen:
 # into cargo's hard-linked deps/ file.
 wasm: targets binaryen
 	cargo build --release --target wasm32-wasip1 -p meshtriage -p meshtriage-panic-fixture
-	python3 filter/tools/trim_exports.py $(WASM) $(WASM).trim
+	cargo run -q --release -p meshtriage-trim-exports -- $(WASM) $(WASM).trim
 	@if command -v wasm-opt >/dev/null; then \
 	  wasm-opt $(WASM_OPT_FLAGS) $(WASM).trim -o $(WASM).opt && rm -f $(WASM).trim && mv -f $(WASM).opt $(WASM); \
 	else \
@@ -75,7 +75,7 @@ lint: targets
 	cargo clippy -p meshtriage -p meshtriage-core --target wasm32-wasip1 -- -D warnings
 
 unit:
-	cargo test -p meshtriage-core
+	cargo test -p meshtriage-core -p meshtriage-trim-exports
 
 wasm-unit: targets tools
 	PATH="$(CARGO_BIN):$$PATH" cargo test -p meshtriage-core --target wasm32-unknown-unknown

@@ -125,6 +125,12 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
         ),
         (text(""), ""),
         (text("{}"), ""),
+        // Several bad keys: one line naming all of them (the first is checked here, every
+        // one below).
+        (
+            obj(json!({"header": 5, "bogus": 1, "retry_budget": {"ratio": 0}})),
+            "bogus",
+        ),
     ];
     let dir = paths::scratch("config-bad-keys");
     let app = upstream::http1();
@@ -196,6 +202,16 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
         bad.join("\n"),
         lines.join("\n")
     );
+    // The configuration with several bad keys: each of its error lines (one per VM that loads
+    // it) names every key.
+    let several = format!("(plugin `bad-{}`)", cases.len() - 1);
+    let mine: Vec<&String> = lines.iter().filter(|l| l.contains(&several)).collect();
+    assert!(!mine.is_empty());
+    for l in mine {
+        for field in ["bogus", "header", "retry_budget.ratio"] {
+            assert!(l.contains(&format!("field `{field}`")), "{field}: {l}");
+        }
+    }
     let want = cases.iter().filter(|(_, f)| !f.is_empty()).count() as f64;
     assert!(envoy.metric(CONFIG_ERRORS, &[]) >= want);
 }
