@@ -15,7 +15,7 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio istio-tools docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 demo: wasm venv
@@ -81,8 +81,20 @@ wasm-unit: targets tools
 e2e: wasm venv tools
 	cargo test -p meshtriage-suite -p meshtriage-envoy-test
 
-istio:
-	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
+# The tools that consume istio/ and the compose bed (Debian packages): promtool and prometheus,
+# skopeo and a registry, kubectl (kustomize), docker-compose. A test whose tool is missing skips
+# and names the package.
+ISTIO_TOOLS := promtool:prometheus prometheus:prometheus skopeo:skopeo docker-registry:docker-registry \
+  kubectl:kubernetes-client docker-compose:docker-compose
+istio-tools:
+	@missing=$$(for t in $(ISTIO_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing >/dev/null; } || \
+	    echo "istio-tools: could not install $$missing (not root?); their tests skip"; fi
+
+## istio: the Istio objects, monitoring and OCI image, checked by the tools that consume them
+istio: wasm venv istio-tools
+	istio/tests/run.sh
 
 ## image: OCI image layout for Istio (target/istio/oci), no Docker daemon needed; prints the digest
 image: wasm
