@@ -311,6 +311,8 @@ class TheGeneratorOwnsOneListAndScopesEverything(unittest.TestCase):
         self.assertEqual(urls, {"oci://registry.example.com/platform/meshtriage@" + d})
         with self.assertRaises(generate.ValuesError):
             generate.render(generate.load_values(), "sha256:abc")
+        with self.assertRaises(generate.ValuesError):
+            generate.render(generate.load_values(), d, "ghcr.io/Owner/meshtriage")
 
     def test_one_set_per_namespace_and_opting_out_removes_it(self):
         values = generate.load_values()
@@ -335,6 +337,9 @@ class TheGeneratorOwnsOneListAndScopesEverything(unittest.TestCase):
             "gateway without a selector": {"gateways": [{"name": "gw", "namespace": "edge"}]},
             "unknown key": {"namespace": ["shop"]},
             "unknown mode": {"namespaces": [{"name": "shop", "modes": ["INBOUND"]}]},
+            "uppercase repository": {"image": {"repository": "ghcr.io/Owner/meshtriage", "digest": "sha256:" + "a" * 64}},
+            "digest of a tag": {"image": {"repository": "ghcr.io/owner/meshtriage", "digest": "latest"}},
+            "listed twice, both long": {"namespaces": [{"name": "shop"}, {"name": "shop", "tcp": False}]},
             "direction in the defaults": {"pluginConfig": {"direction": "inbound"}},
             "direction in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "outbound"}}]},
             "direction auto in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "auto"}}]},
@@ -410,6 +415,14 @@ class KustomizeAndHelmRenderTheSameObjects(unittest.TestCase):
                          [".Values.pluginConfig", "$e.pluginConfig", ".pluginConfig"],
                          "every pluginConfig the values can hold is refused a `direction`")
         self.assertIn("- mode: {{ .mode }}", text)
+        # The chart's own guards, as the generator's (no helm binary is packaged for Debian, so
+        # they are not executed here: the schema cases of test_the_list_refuses_... run through
+        # the same values.schema.json Helm validates against).
+        self.assertIn('{{- fail (printf "namespaces: %s is listed twice" $e.name) }}', template)
+        self.assertIn('regexMatch "^sha256:[a-f0-9]{64}$" $digest', text)
+        for bad in ("ghcr.io/Owner/meshtriage", "GHCR.IO/o/m", "ghcr.io/o/m:1.0", "oci://ghcr.io/o/m"):
+            with self.assertRaises(jsonschema.ValidationError, msg=bad):
+                jsonschema.validate({"image": {"repository": bad, "digest": ""}, "namespaces": []}, schema)
 
     def test_every_copy_pins_the_same_image(self):
         values = generate.load_values()
