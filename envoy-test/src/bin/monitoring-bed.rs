@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tool code
 //! A short, bounded scenario run through real Envoys with the plugin, for the monitoring tests
 //! (istio/tests/test_monitoring.py): one HTTP bed and one TCP bed, traffic that makes every
 //! plugin metric appear (failures of each layer, an inbound app close, hop-by-hop headers, a
