@@ -71,6 +71,7 @@ wasm: targets binaryen
 
 lint: targets
 	cargo fmt --all --check
+	istio/tests/run.sh --lint
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p meshtriage -p meshtriage-core --target wasm32-wasip1 -- -D warnings
 

@@ -45,13 +45,16 @@ def metrics():
     m = re.search(r"<!-- BEGIN generated: metrics[^>]*-->(.*?)<!-- END generated", text, re.S)
     if not m:
         raise AssertionError("README.md has no generated metrics table")
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in m.group(1).splitlines() if line.startswith("|")]
+    header = [h.lower() for h in rows[0]]
+    col = {name: header.index(name) for name in ("metric", "labels")}
+    kind_col = header.index("kind") if "kind" in header else col["labels"]  # older tables: "(gauge)" in labels
     out = {}
-    for line in m.group(1).splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 2 or not cells[0].startswith("`meshtriage_"):
+    for cells in rows[1:]:
+        if not cells[col["metric"]].startswith("`meshtriage_"):
             continue
-        kind = "histogram" if "histogram" in cells[1] else "gauge" if "gauge" in cells[1] else "counter"
-        out[cells[0].strip("`")] = {"labels": re.findall(r"`(\w+)`", cells[1]), "type": kind}
+        kind = "histogram" if "histogram" in cells[kind_col] else "gauge" if "gauge" in cells[kind_col] else "counter"
+        out[cells[col["metric"]].strip("`")] = {"labels": re.findall(r"`(\w+)`", cells[col["labels"]]), "type": kind}
     return out
 
 

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ISTIO / "tools"))
 
 import generate  # noqa: E402
 
-
 # ---------------------------------------------------------------------------------------------
 # The objects under test
 
@@ -187,7 +186,7 @@ class ManifestsMatchTheCrdSchemas(unittest.TestCase):
             doc["spec"]["url"] = url
             self.assertEqual(validation_errors(doc), [], url)
         # Every rule of both CRDs compiles (a rule the CEL library cannot parse would fail here).
-        for kind, versions in SCHEMAS.items():
+        for versions in SCHEMAS.values():
             for version, (_, spec) in versions.items():
                 rules = rules_in(spec)
                 self.assertTrue(rules, version)
@@ -347,8 +346,10 @@ class TheGeneratorOwnsOneListAndScopesEverything(unittest.TestCase):
                                                      "pluginConfig": {"direction": "outbound"}}]},
             "gateway named like a sidecar plugin": {"namespaces": [{"name": "edge", "modes": ["SERVER"]}],
                                                     "gateways": [{"name": "inbound", "namespace": "edge", "selector": {"istio": "gw"}}]},
-            "gateway named like another's tcp plugin": {"gateways": [{"name": "gw", "namespace": "edge", "selector": {"istio": "gw"}},
-                                                                     {"name": "gw-tcp", "namespace": "edge", "selector": {"istio": "gw2"}}]},
+            "gateway named like another's tcp plugin": {"gateways": [
+                {"name": "gw", "namespace": "edge", "selector": {"istio": "gw"}},
+                {"name": "gw-tcp", "namespace": "edge", "selector": {"istio": "gw2"}},
+            ]},
         }
         for name, change in cases.items():
             with self.subTest(name):

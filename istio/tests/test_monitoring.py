@@ -86,7 +86,11 @@ def selectors(expr):
     out = []
     for node in walk(promql_parser.parse(expr)):
         if isinstance(node, promql_parser.VectorSelector):
-            matchers = [(m.name, next(text for op, text in MATCH_OPS if op == m.op), m.value) for m in node.matchers.matchers if m.name != "__name__"]
+            matchers = [
+                (m.name, next(text for op, text in MATCH_OPS if op == m.op), m.value)
+                for m in node.matchers.matchers
+                if m.name != "__name__"
+            ]
             out.append((node.name, matchers))
     return out
 
