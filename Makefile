@@ -90,10 +90,11 @@ test-repeat: wasm venv tools
 	.ci/test-repeat $(N)
 
 # The tools that consume istio/ and the compose bed (Debian packages, via .ci/tools): promtool
-# and prometheus, skopeo and a registry, kubectl (kustomize), docker-compose, setpriv. A test
-# whose tool is missing skips and names the package.
+# and prometheus, skopeo and a registry, kubectl (kustomize), docker-compose, setpriv, and Go
+# with sprig (Helm's template engine, for the chart). A test whose tool is missing skips and
+# names the package.
 istio-tools:
-	@.ci/tools promtool prometheus skopeo docker-registry kubectl docker-compose setpriv
+	@.ci/tools promtool prometheus skopeo docker-registry kubectl docker-compose setpriv go go-sprig go-yaml
 
 ## istio: the Istio objects, monitoring and OCI image, checked by the tools that consume them
 istio: wasm venv istio-tools

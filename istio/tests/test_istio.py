@@ -196,6 +196,31 @@ class ManifestsMatchTheCrdSchemas(unittest.TestCase):
                     compile_rule(rule)
 
 
+# Opt-in lists that must be refused, by the generator and by the Helm chart alike.
+REFUSED = {
+    "root namespace": {"namespaces": ["istio-system"]},
+    "listed twice": {"namespaces": ["shop", {"name": "shop"}]},
+    "gateway in a CLIENT namespace": {"gateways": [{"name": "gw", "namespace": "shop", "selector": {"istio": "gw"}}]},
+    "gateway without a selector": {"gateways": [{"name": "gw", "namespace": "edge"}]},
+    "unknown key": {"namespace": ["shop"]},
+    "unknown mode": {"namespaces": [{"name": "shop", "modes": ["INBOUND"]}]},
+    "uppercase repository": {"image": {"repository": "ghcr.io/Owner/meshtriage", "digest": "sha256:" + "a" * 64}},
+    "digest of a tag": {"image": {"repository": "ghcr.io/owner/meshtriage", "digest": "latest"}},
+    "listed twice, both long": {"namespaces": [{"name": "shop"}, {"name": "shop", "tcp": False}]},
+    "direction in the defaults": {"pluginConfig": {"direction": "inbound"}},
+    "direction in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "outbound"}}]},
+    "direction auto in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "auto"}}]},
+    "direction in a gateway": {"gateways": [{"name": "gw", "namespace": "edge", "selector": {"istio": "gw"},
+                                             "pluginConfig": {"direction": "outbound"}}]},
+    "gateway named like a sidecar plugin": {"namespaces": [{"name": "edge", "modes": ["SERVER"]}],
+                                            "gateways": [{"name": "inbound", "namespace": "edge", "selector": {"istio": "gw"}}]},
+    "gateway named like another's tcp plugin": {"gateways": [
+        {"name": "gw", "namespace": "edge", "selector": {"istio": "gw"}},
+        {"name": "gw-tcp", "namespace": "edge", "selector": {"istio": "gw2"}},
+    ]},
+}
+
+
 class WasmPluginsFollowTheDeploymentRules(unittest.TestCase):
     """What the CRD allows but meshtriage must not do (istio/README.md, pitfalls)."""
 
@@ -331,29 +356,7 @@ class TheGeneratorOwnsOneListAndScopesEverything(unittest.TestCase):
 
     def test_the_list_refuses_mesh_wide_and_double_plugins(self):
         base = generate.load_values()
-        cases = {
-            "root namespace": {"namespaces": ["istio-system"]},
-            "listed twice": {"namespaces": ["shop", {"name": "shop"}]},
-            "gateway in a CLIENT namespace": {"gateways": [{"name": "gw", "namespace": "shop", "selector": {"istio": "gw"}}]},
-            "gateway without a selector": {"gateways": [{"name": "gw", "namespace": "edge"}]},
-            "unknown key": {"namespace": ["shop"]},
-            "unknown mode": {"namespaces": [{"name": "shop", "modes": ["INBOUND"]}]},
-            "uppercase repository": {"image": {"repository": "ghcr.io/Owner/meshtriage", "digest": "sha256:" + "a" * 64}},
-            "digest of a tag": {"image": {"repository": "ghcr.io/owner/meshtriage", "digest": "latest"}},
-            "listed twice, both long": {"namespaces": [{"name": "shop"}, {"name": "shop", "tcp": False}]},
-            "direction in the defaults": {"pluginConfig": {"direction": "inbound"}},
-            "direction in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "outbound"}}]},
-            "direction auto in a namespace": {"namespaces": [{"name": "shop", "pluginConfig": {"direction": "auto"}}]},
-            "direction in a gateway": {"gateways": [{"name": "gw", "namespace": "edge", "selector": {"istio": "gw"},
-                                                     "pluginConfig": {"direction": "outbound"}}]},
-            "gateway named like a sidecar plugin": {"namespaces": [{"name": "edge", "modes": ["SERVER"]}],
-                                                    "gateways": [{"name": "inbound", "namespace": "edge", "selector": {"istio": "gw"}}]},
-            "gateway named like another's tcp plugin": {"gateways": [
-                {"name": "gw", "namespace": "edge", "selector": {"istio": "gw"}},
-                {"name": "gw-tcp", "namespace": "edge", "selector": {"istio": "gw2"}},
-            ]},
-        }
-        for name, change in cases.items():
+        for name, change in REFUSED.items():
             with self.subTest(name):
                 with self.assertRaises((generate.ValuesError, KeyError)) as caught:
                     v = {**copy.deepcopy(base), **change}
@@ -395,34 +398,8 @@ class KustomizeAndHelmRenderTheSameObjects(unittest.TestCase):
         jsonschema.validate(defaults, schema)
         self.assertEqual(defaults["namespaces"], [], "the chart's defaults must opt nothing in")
         jsonschema.validate(generate.load_values(), schema)
-        used = set()
-        for t in (chart / "templates").iterdir():
-            used |= set(re.findall(r"\.Values\.([a-zA-Z]+)", t.read_text()))
-        self.assertTrue(used)
-        self.assertLessEqual(used, set(schema["properties"]), "templates read values the schema does not define")
-        text = (chart / "templates" / "_helpers.tpl").read_text()
-        for fixed in ("phase: AUTHN", "failStrategy: FAIL_OPEN", "priority: 1000", "imagePullPolicy: IfNotPresent"):
-            self.assertIn(fixed, text)
-        template = (chart / "templates" / "namespaces.yaml").read_text()
-        self.assertIn('set $cfg "expose_header" false', template)
-        # One plugin per direction, named and configured as the generator does.
-        m = re.search(r'\$directions := dict((?: "[A-Z]+" "[a-z]+")+) \}\}', template)
-        self.assertTrue(m, "the chart's mode -> direction table")
-        words = re.findall(r'"(\w+)"', m.group(1))
-        self.assertEqual(dict(zip(words[::2], words[1::2])), generate.DIRECTIONS)
-        self.assertEqual(list(generate.DIRECTIONS), ["SERVER", "CLIENT"])
-        self.assertIn('range $mode := list "SERVER" "CLIENT"', template, "same order as the generator")
-        self.assertIn('printf "%s-%s" $kind $direction', template)
-        self.assertIn('$cfg := dict "direction" "outbound"', template, "gateways are outbound")
-        self.assertEqual(re.findall(r'hasKey \((\S+) \| default dict\) "direction"', template),
-                         [".Values.pluginConfig", "$e.pluginConfig", ".pluginConfig"],
-                         "every pluginConfig the values can hold is refused a `direction`")
-        self.assertIn("- mode: {{ .mode }}", text)
-        # The chart's own guards, as the generator's (no helm binary is packaged for Debian, so
-        # they are not executed here: the schema cases of test_the_list_refuses_... run through
-        # the same values.schema.json Helm validates against).
-        self.assertIn('{{- fail (printf "namespaces: %s is listed twice" $e.name) }}', template)
-        self.assertIn('regexMatch "^sha256:[a-f0-9]{64}$" $digest', text)
+        # What the templates render and refuse: TheHelmChartRendersWhatTheGeneratorDoes. The
+        # repository must be lowercase (OCI) for both, through this one schema.
         for bad in ("ghcr.io/Owner/meshtriage", "GHCR.IO/o/m", "ghcr.io/o/m:1.0", "oci://ghcr.io/o/m"):
             with self.assertRaises(jsonschema.ValidationError, msg=bad):
                 jsonschema.validate({"image": {"repository": bad, "digest": ""}, "namespaces": []}, schema)
@@ -433,6 +410,99 @@ class KustomizeAndHelmRenderTheSameObjects(unittest.TestCase):
         for where, o in kustomize_objects():
             if o["kind"] == "WasmPlugin":
                 self.assertEqual(o["spec"]["url"], url, where)
+
+
+GOPATH_DEPS = Path("/usr/share/gocode/src")  # Debian's Go library packages
+
+
+def helm_render_binary():
+    """Builds istio/tools/helm-render (text/template + sprig, Helm's engine) into target/."""
+    go = need("go", "golang-go")
+    sprig = GOPATH_DEPS / "github.com" / "Masterminds" / "sprig"
+    if not (sprig / "functions.go").is_file() or not (GOPATH_DEPS / "gopkg.in" / "yaml.v3").is_dir():
+        skip("sprig or yaml.v3 not found: install the Debian packages golang-github-masterminds-sprig-dev "
+             "and golang-gopkg-yaml.v3-dev")
+    target = REPO / "target"
+    gopath = target / "helm-render-gopath"
+    # The sources import sprig and semver by their module paths (/v3); Debian ships them in GOPATH
+    # layout without the suffix, so link them under it.
+    for name in ("sprig", "semver"):
+        link = gopath / "src" / "github.com" / "Masterminds" / name / "v3"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(GOPATH_DEPS / "github.com" / "Masterminds" / name)
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{gopath}:{GOPATH_DEPS.parent}", "GOCACHE": str(target / "go-cache"),
+           "GOFLAGS": ""}
+    out = target / "helm-render"
+    subprocess.run([go, "build", "-o", out, "."], cwd=ISTIO / "tools" / "helm-render", env=env, check=True)
+    return out
+
+
+class TheHelmChartRendersWhatTheGeneratorDoes(unittest.TestCase):
+    """The chart's templates executed by Go's text/template with sprig, as `helm template`
+    does (istio/tools/helm-render; no helm binary is packaged for Debian), its values checked
+    against values.schema.json as Helm checks them."""
+
+    CHART = ISTIO / "helm" / "meshtriage-istio"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.binary = helm_render_binary()
+        cls.schema = json.loads((cls.CHART / "values.schema.json").read_text())
+        cls.defaults = yaml.safe_load((cls.CHART / "values.yaml").read_text())
+
+    def helm(self, values):
+        """(objects, error): what `helm template -f values` renders, or the error it stops on."""
+        merged = copy.deepcopy(self.defaults)
+        for k, v in values.items():  # Helm merges maps over the defaults, replaces the rest
+            merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        errors = list(jsonschema.Draft7Validator(self.schema).iter_errors(merged))
+        if errors:
+            return None, f"values don't meet the specifications of the schema: {errors[0].message}"
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump(values, f)
+            f.flush()
+            r = subprocess.run([self.binary, self.CHART, "-f", f.name], capture_output=True, text=True)
+        if r.returncode != 0:
+            return None, r.stderr
+        return [d for d in yaml.safe_load_all(r.stdout) if d is not None], None
+
+    def test_the_chart_renders_the_generators_objects(self):
+        base = generate.load_values()
+        variants = {
+            "namespaces.yaml": {},
+            "modes in the other order": {
+                "namespaces": [{"name": "shop", "modes": ["CLIENT", "SERVER"]}, {"name": "batch", "modes": ["CLIENT"]}],
+            },
+            "pull secret, no tcp, no access log": {"image": {**base["image"], "pullSecret": "regcred"}, "tcp": False, "accessLog": False},
+            "Gateway API gateway": {
+                "namespaces": [{"name": "edge", "modes": ["SERVER"]}],
+                "gateways": [{"name": "gw", "namespace": "edge", "gatewayRef": "public", "pluginConfig": {"expose_header": True}}],
+            },
+        }
+        for name, change in variants.items():
+            with self.subTest(name):
+                values = {**copy.deepcopy(base), **change}
+                objs, err = self.helm(values)
+                self.assertIsNone(err)
+                for o in objs:
+                    self.assertEqual(o["metadata"]["labels"].pop("helm.sh/chart"), "meshtriage-istio-0.1.0")
+                self.assertEqual(comparable(objs), comparable([o for v in generate.render(values).values() for o in v]))
+
+    def test_the_chart_refuses_what_the_generator_refuses(self):
+        base = generate.load_values()
+        for name, change in REFUSED.items():
+            with self.subTest(name):
+                objs, err = self.helm({**copy.deepcopy(base), **change})
+                self.assertIsNotNone(err, f"the chart rendered {len(objs or [])} objects")
+                if name.startswith("listed twice"):
+                    self.assertIn("is listed twice", err)
+
+    def test_the_chart_requires_a_digest(self):
+        values = generate.load_values()
+        values["image"]["digest"] = ""
+        _, err = self.helm(values)
+        self.assertIn("image.digest is required", err)
 
 
 class MeshConfigMakesLabelsAndAccessLogs(unittest.TestCase):
