@@ -53,11 +53,12 @@ fn main() {
             send(bed.port, "POST", "/app/rst-large/10000", &[b'L'; 20_000]); // payload gauge
         }
 
-        for scn in ["clean", "refused", "reset"] {
-            for _ in 0..3 {
-                // Bounded: the bed's helper half-closes and reads until Envoy closes (timeouts set).
-                tcp_bed::send_and_wait_end(tcp.port(scn), b"ping");
-            }
+        for _ in 0..3 {
+            // A clean connection: one echo round trip, then closed by us.
+            tcp_bed::echo_roundtrip(&mut tcp_bed::connect(tcp.port("clean")), b"ping");
+            // Failing ones: Envoy closes them (the helper's read is bounded by a timeout).
+            tcp_bed::send_and_wait_end(tcp.port("refused"), b"ping");
+            tcp_bed::send_and_wait_end(tcp.port("reset"), b"ping");
         }
 
         println!("done");
