@@ -5,9 +5,11 @@
   CEL rules, evaluated by a CEL implementation (crds.py);
 * every pluginConfig through the plugin's own parser (check_config), serialised the way istiod
   hands it to Envoy;
-* istio/generated/ up to date with istio/namespaces.yaml, the one source of the objects'
-  rules: `kubectl kustomize` renders the same objects from istio/kustomize/, and the Helm chart
-  takes the same values under the same schema and guards.
+* istio/generated/ up to date with istio/namespaces.yaml; generate.py is the one source of the
+  objects' rules, and the other forms are proven equal to it by executing them: `kubectl
+  kustomize` renders the same objects from istio/kustomize/, and the Helm chart's templates,
+  executed by Helm's template engine (tools/helm-render), render the same objects and refuse
+  the same lists.
 The monitoring is checked in test_monitoring.py, the OCI image in test_oci.py.
 """
 
