@@ -1,6 +1,7 @@
 //! The docker-compose bed, checked by the tools that consume it: the shipped Envoy configs are
 //! generated from the tests' builders and current; Envoy 1.40 accepts each of them run as the
-//! official image runs it (uid 101, `setpriv`), on files with the modes the containers see;
+//! official image runs it (uid 101, `setpriv`), unmodified, in a chroot with the container's
+//! paths and file modes (the config and module bind-mounted, the certificates in /certs);
 //! `docker-compose config` accepts the compose file and binds the module long-form.
 
 use meshtriage_core::Direction;
@@ -46,40 +47,96 @@ fn envoy_executable() -> PathBuf {
         .unwrap_or(bin)
 }
 
-/// Why Envoy cannot be run as the image's user here, if it cannot.
-fn cannot_switch_user() -> Option<String> {
+/// Why Envoy cannot be run as the image's user in the container's file layout here, if it
+/// cannot: that needs root (mount namespace, chroot, setpriv).
+fn cannot_run_as_in_the_container() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root: setpriv cannot switch to uid 101".into());
+        return Some(
+            "not root: cannot build the container's file layout nor switch to uid 101".into(),
+        );
     }
-    let found = Command::new("setpriv").arg("--version").output().is_ok();
-    (!found).then(|| "setpriv not found: install the Debian package util-linux".into())
+    for (tool, package) in [
+        ("setpriv", "util-linux"),
+        ("unshare", "util-linux"),
+        ("chroot", "coreutils"),
+    ] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!(
+                "{tool} not found: install the Debian package {package}"
+            ));
+        }
+    }
+    None
 }
 
-/// `envoy --mode validate`, as uid/gid 101 without supplementary groups when `as_image_user`.
-fn validate(config: &Path, as_image_user: bool) -> Result<(), String> {
-    let id = ENVOY_IMAGE_UID.to_string();
-    let mut cmd = if as_image_user {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", &id, "--regid", &id, "--clear-groups"])
-            .arg(envoy_executable());
-        c
-    } else {
-        Command::new(envoy_executable())
-    };
-    // The access log is /dev/stdout. The image's entrypoint chowns the container's stdout to
-    // the envoy user before dropping root; here stdout is a file owned by uid 101 likewise.
-    let stdout = config.with_extension("stdout");
-    let file = std::fs::File::create(&stdout).map_err(|e| e.to_string())?;
-    if as_image_user {
-        std::os::unix::fs::chown(&stdout, Some(ENVOY_IMAGE_UID), Some(ENVOY_IMAGE_UID))
-            .map_err(|e| e.to_string())?;
+/// `envoy --mode validate -c /etc/envoy/envoy.yaml` as the envoy container runs it: in a
+/// private mount namespace and a chroot holding what the container holds at the same paths
+/// (the committed config and the built module bind-mounted read-only at /etc/envoy, the
+/// certificates in /certs as `write_certs` leaves them, the host's /usr for Envoy's libraries),
+/// as uid/gid 101 without supplementary groups. Stdout, where the access log goes, is a file
+/// owned by uid 101: the image's entrypoint chowns the container's stdout to the envoy user.
+fn validate_in_container_layout(name: &str, write_certs: fn(&Path)) -> Result<(), String> {
+    let dir = paths::scratch("container");
+    let root = dir.join("root");
+    for d in ["usr", "dev", "proc", "etc/envoy", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let out = cmd
+    // /bin, /lib... as on the host: links into /usr (merged /usr) or bind-mounted directories.
+    let mut binds = vec![
+        ("/usr".to_string(), "/usr".to_string()),
+        ("/dev".into(), "/dev".into()),
+    ];
+    for d in ["bin", "lib", "lib64", "sbin"] {
+        let host = Path::new("/").join(d);
+        match std::fs::read_link(&host) {
+            Ok(target) => std::os::unix::fs::symlink(target, root.join(d)).unwrap(),
+            Err(_) if host.is_dir() => {
+                std::fs::create_dir_all(root.join(d)).unwrap();
+                binds.push((host.display().to_string(), format!("/{d}")));
+            }
+            Err(_) => {}
+        }
+    }
+    // Mount points for single files, then what they show.
+    let files = [
+        (
+            "/etc/ld.so.cache".to_string(),
+            "/etc/ld.so.cache".to_string(),
+        ),
+        (envoy_executable().display().to_string(), "/envoy".into()),
+        (
+            configs::dir().join(name).display().to_string(),
+            format!("/etc/envoy/{name}"),
+        ),
+        (paths::wasm().display().to_string(), WASM_PATH.into()),
+    ];
+    for (_, inside) in &files {
+        std::fs::write(root.join(inside.trim_start_matches('/')), b"").unwrap();
+    }
+    binds.extend(files);
+    std::fs::create_dir_all(root.join(CERTS_DIR.trim_start_matches('/'))).unwrap();
+    write_certs(&root.join(CERTS_DIR.trim_start_matches('/')));
+    let stdout = dir.join("stdout");
+    let file = std::fs::File::create(&stdout).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&stdout, Some(ENVOY_IMAGE_UID), Some(ENVOY_IMAGE_UID))
+        .map_err(|e| e.to_string())?;
+    let mut script = String::from("set -e\n");
+    for (host, inside) in &binds {
+        let at = root.join(inside.trim_start_matches('/'));
+        script += &format!("mount --bind '{host}' '{}'\n", at.display());
+        script += &format!("mount -o remount,bind,ro '{}'\n", at.display());
+    }
+    script += &format!("mount -t proc proc '{}'\n", root.join("proc").display());
+    let id = ENVOY_IMAGE_UID;
+    script += &format!(
+        "exec chroot '{}' setpriv --reuid {id} --regid {id} --clear-groups /envoy --mode validate \
+         -c /etc/envoy/{name} --use-dynamic-base-id --log-level warn\n",
+        root.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .stdout(file)
-        .args(["--mode", "validate", "-c"])
-        .arg(config)
-        .args(["--use-dynamic-base-id", "--log-level", "warn"])
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -92,37 +149,44 @@ fn validate(config: &Path, as_image_user: bool) -> Result<(), String> {
     ))
 }
 
-/// Each shipped config with its container paths pointed at files laid out as the containers see
-/// them: the certificates as `upstreams --certs` writes them into the volume, the module and
-/// the config with their checkout modes (bind mounts keep them).
-fn local_configs(dir: &Path, certs_dir: &Path) -> Vec<(&'static str, PathBuf)> {
-    let certs_dir = certs_dir.display().to_string();
-    let mut out = Vec::new();
-    for (name, text) in configs::render() {
-        let local = text
-            .replace(WASM_PATH, &paths::wasm().display().to_string())
-            .replace(&format!("{CERTS_DIR}/"), &format!("{certs_dir}/"));
-        let path = dir.join(name);
-        std::fs::write(&path, local).unwrap();
-        let committed = std::fs::metadata(configs::dir().join(name)).unwrap();
-        std::fs::set_permissions(&path, committed.permissions()).unwrap();
-        out.push((name, path));
+/// Without root: each shipped config with its container paths pointed at local copies, run as
+/// the current user (what can be checked there).
+fn validate_locally(name: &str, text: &str) -> Result<(), String> {
+    let dir = paths::scratch("validate");
+    let certs = dir.join("certs");
+    configs::compose_certs(&certs);
+    let local = text
+        .replace(WASM_PATH, &paths::wasm().display().to_string())
+        .replace(&format!("{CERTS_DIR}/"), &format!("{}/", certs.display()));
+    let path = dir.join(name);
+    std::fs::write(&path, local).unwrap();
+    let out = Command::new(envoy_executable())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .args(["--use-dynamic-base-id", "--log-level", "warn"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
     }
-    out
+    Err(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn envoy_as_the_images_user_validates_every_shipped_config() {
-    let dir = paths::scratch("validate");
-    let certs_dir = dir.join("certs");
-    configs::compose_certs(&certs_dir);
-    let why_not = cannot_switch_user();
+    let why_not = cannot_run_as_in_the_container();
     if let Some(why) = &why_not {
         skip(&format!("{why}; validating as the current user only"));
     }
-    for (name, path) in local_configs(&dir, &certs_dir) {
-        if let Err(e) = validate(&path, why_not.is_none()) {
-            panic!("envoy --mode validate (uid {ENVOY_IMAGE_UID}) rejected {name}:\n{e}");
+    for (name, text) in configs::render() {
+        let result = match why_not {
+            None => validate_in_container_layout(name, |d| {
+                configs::compose_certs(d);
+            }),
+            Some(_) => validate_locally(name, &text),
+        };
+        if let Err(e) = result {
+            panic!("envoy --mode validate (as the envoy container runs it) rejected {name}:\n{e}");
         }
     }
 }
@@ -131,20 +195,19 @@ fn envoy_as_the_images_user_validates_every_shipped_config() {
 fn a_key_only_root_can_read_fails_as_the_images_user() {
     // What the compose bed shipped before: keys as OpenSSL 3 writes them (0600, root). The check
     // above must be able to see that: Envoy as uid 101 cannot load the key.
-    if let Some(why) = cannot_switch_user() {
+    if let Some(why) = cannot_run_as_in_the_container() {
         skip(&why);
         return;
     }
-    let dir = paths::scratch("validate-0600");
-    let certs = certs::generate(&dir.join("certs"));
-    let mode = std::fs::metadata(&certs.server_key)
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o077, 0, "openssl writes keys 0600");
-    let configs = local_configs(&dir, &dir.join("certs"));
-    let (_, path) = configs.first().unwrap();
-    let err = validate(path, true).expect_err("uid 101 cannot read a 0600 root key");
+    let err = validate_in_container_layout("envoy.yaml", |d| {
+        let certs = certs::generate(d);
+        let mode = std::fs::metadata(&certs.server_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "openssl writes keys 0600");
+    })
+    .expect_err("uid 101 cannot read a 0600 root key");
     assert!(err.contains("private key"), "{err}");
 }
 
