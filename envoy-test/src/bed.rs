@@ -261,6 +261,9 @@ fn more_routes() -> Vec<Value> {
     ]
 }
 
+/// An edit of the bootstrap (see [`BedOptions::customize`]).
+pub type BootstrapEdit = std::rc::Rc<dyn Fn(&mut Value)>;
+
 /// Options for [`Bed::start`].
 #[derive(Clone, Default)]
 pub struct BedOptions {
@@ -268,6 +271,8 @@ pub struct BedOptions {
     pub plugin_config: String,
     /// Leave the plugin out (baseline).
     pub without_plugin: bool,
+    /// Edits the bootstrap before Envoy starts (e.g. `trace_bed` adds a tracer).
+    pub customize: Option<BootstrapEdit>,
 }
 
 /// Where everything of a bed lives: the native bed fills it with ephemeral ports and scratch
@@ -437,7 +442,11 @@ impl Bed {
             plugin_config: (!opts.without_plugin).then(|| opts.plugin_config.clone()),
             state_direction: false,
         };
-        let envoy = Envoy::start(&bootstrap(&topology), &dir);
+        let mut boot = bootstrap(&topology);
+        if let Some(edit) = &opts.customize {
+            edit(&mut boot);
+        }
+        let envoy = Envoy::start(&boot, &dir);
         Bed {
             envoy,
             port: topology.port,

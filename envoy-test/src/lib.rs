@@ -21,8 +21,10 @@ pub mod netlab;
 pub mod paths;
 pub mod scenario;
 pub mod tcp_bed;
+pub mod trace_bed;
 pub mod upstream;
 pub mod verdict;
+pub mod zipkin;
 
 pub use client::{request, Response};
 pub use envoy::Envoy;

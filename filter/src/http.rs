@@ -46,6 +46,8 @@ pub struct HttpFilter {
     attempts: Option<u64>,
     /// The verdict's header text, reused for the filter state.
     encoded: Option<String>,
+    /// The filter state holds the current verdict (see `publish`).
+    published: bool,
     /// `xds.cluster_name`, read at most once (`Some(None)`: no cluster, e.g. no route).
     cluster: Option<Option<String>>,
     /// A failing response whose small body may be another Envoy's local reply: read as it
@@ -77,6 +79,7 @@ impl HttpFilter {
             response_complete: false,
             attempts: None,
             encoded: None,
+            published: false,
             cluster: None,
         }
     }
@@ -254,6 +257,15 @@ impl HttpFilter {
             let outcome = classify_mtls(&mut signals, &settings.config);
             self.verdict = Some(Verdict::new(outcome, &signals, &settings.hop));
             self.encoded = None;
+            self.published = false;
+        }
+    }
+
+    /// The probed body is complete: refine now, while the trace span is still open.
+    fn refine_before_span(&mut self) {
+        self.refine_from_body();
+        if !self.published {
+            self.publish();
         }
     }
 
@@ -290,6 +302,27 @@ impl HttpFilter {
             }
         }
         self.verdict = Some(verdict);
+        // Now, not in `on_log`: Envoy finishes the trace span before it runs the access
+        // loggers, and the span's tags read this state (docs/tracing.md).
+        self.publish();
+    }
+
+    /// Writes the verdict to filter state: the whole text (the header's, when it was written)
+    /// and the separate fields the trace span's tags read. Failing requests only.
+    fn publish(&mut self) {
+        let Some(v) = &self.verdict else {
+            return;
+        };
+        let include_detail = self.settings.config.include_detail;
+        let text = self.encoded.get_or_insert_with(|| v.encode(include_detail));
+        let mut ok = host::set_filter_state(FILTER_STATE, text.as_bytes());
+        for (key, value) in meshtriage_core::trace::field_states(v) {
+            ok &= host::set_filter_state(key, value.as_bytes());
+        }
+        if !ok {
+            metrics::internal_error("could not set filter state");
+        }
+        self.published = true;
     }
 
     fn remove_verdict_header(&self) {
@@ -305,6 +338,28 @@ impl HttpFilter {
         let dir = self.direction();
         metrics::count_request(dir);
         self.refine_from_body();
+        self.classify_late();
+        self.account(dir);
+        let Some(v) = &self.verdict else {
+            return;
+        };
+        metrics::count_failure(dir, v.layer, v.class, v.origin, v.side);
+        if self.request_bytes > 0 {
+            // Like the all-requests histogram: requests with a body (see `record_request_bytes`).
+            metrics::histogram(
+                names::failed_request_bytes(dir, v.layer),
+                self.request_bytes,
+            );
+        }
+        // A verdict of the headers or trailers is already there; a late one is written now.
+        if !self.published {
+            self.publish();
+        }
+    }
+
+    /// A failure the headers did not show: a failing gRPC status in the trailers, or one
+    /// Envoy's flags record at the end (reset, truncation, client gone).
+    fn classify_late(&mut self) {
         let cfg = &self.settings.config;
         let late_grpc = self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
         // A response that reached its end of stream cannot have failed after its headers (late
@@ -327,26 +382,6 @@ impl HttpFilter {
                     ));
                 }
             }
-        }
-        self.account(dir);
-        let Some(v) = &self.verdict else {
-            return;
-        };
-        metrics::count_failure(dir, v.layer, v.class, v.origin, v.side);
-        if self.request_bytes > 0 {
-            // Like the all-requests histogram: requests with a body (see `record_request_bytes`).
-            metrics::histogram(
-                names::failed_request_bytes(dir, v.layer),
-                self.request_bytes,
-            );
-        }
-        // The header's text when this verdict was written there (a later refinement clears it).
-        let text = match self.encoded.take() {
-            Some(t) => t,
-            None => v.encode(self.settings.config.include_detail),
-        };
-        if !host::set_filter_state(FILTER_STATE, text.as_bytes()) {
-            metrics::internal_error("could not set filter state");
         }
     }
 
@@ -411,6 +446,9 @@ impl HttpContext for HttpFilter {
             return Action::Continue;
         };
         if body_size == 0 {
+            if end_of_stream {
+                self.refine_before_span();
+            }
             return Action::Continue;
         }
         if probe.body.len() + body_size > MAX_LOCAL_REPLY_BODY {
@@ -424,6 +462,9 @@ impl HttpContext for HttpFilter {
                 metrics::internal_error("response body unavailable");
             }
         }
+        if end_of_stream {
+            self.refine_before_span();
+        }
         Action::Continue
     }
 
@@ -436,6 +477,15 @@ impl HttpContext for HttpFilter {
             match parse_grpc_status(v) {
                 Some(code) => self.grpc_trailer = Some(code),
                 None => metrics::internal_error("malformed grpc-status trailer"),
+            }
+        }
+        // A failing status: classified now, while the trace span is still open.
+        let cfg = &self.settings.config;
+        if self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g)) {
+            self.refine_from_body();
+            self.classify_late();
+            if !self.published {
+                self.publish();
             }
         }
         Action::Continue

@@ -15,6 +15,7 @@ pub mod signals;
 pub mod substr;
 pub mod taxonomy;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 pub mod verdict;
 pub mod window;

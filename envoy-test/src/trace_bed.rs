@@ -1,0 +1,157 @@
+//! The standard bed with Envoy's Zipkin tracer on its outbound and inbound HTTP listeners,
+//! reporting every span (Zipkin API v2 JSON over HTTP) to a [`zipkin::Collector`] the bed
+//! starts. The listeners carry meshtriage's custom tags (`meshtriage_core::trace::TAGS`) as an
+//! operator would configure them, plus [`PROBES`] that the tests use to find and compare spans.
+
+use crate::bed::{Bed, BedOptions};
+use crate::zipkin::{self, Collector, Span};
+use meshtriage_core::trace::TAGS;
+use serde_json::{json, Value};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Tags for the tests only: the request's scenario tag (to find its span) and the response's
+/// verdict header as Envoy formats it for a span (to compare with the filter-state tags).
+pub const PROBES: [(&str, &str); 2] = [
+    ("scn", "%REQ(X-SCN)%"),
+    ("probe.resp_header", "%RESP(X-MESHTRIAGE)%"),
+];
+
+/// The cluster of the collector.
+const CLUSTER: &str = "zipkin";
+
+/// The access log (besides the bed's) joining a request's trace id to its verdict, as an
+/// operator would write it to go from a span to the verdict the span cannot carry.
+pub const TRACE_LOG: &str = "trace.log";
+pub const TRACE_LOG_FORMAT: &str =
+    "TRACE scn=%REQ(X-SCN)% trace_id=%TRACE_ID% verdict=%FILTER_STATE(wasm.meshtriage:PLAIN)%\n";
+
+/// Envoy's HCM `tracing` block: the Zipkin tracer and every custom tag. `upstream_span`: the
+/// router reports its own span per upstream attempt (`spawn_upstream_span`), a child of the
+/// proxy's span; a sidecar's Envoy as Istio configures it has only the proxy's span.
+pub fn tracing_config(upstream_span: bool) -> Value {
+    let mut tags: Vec<Value> = TAGS
+        .iter()
+        .map(|t| json!({"tag": t.tag, "value": t.formatter()}))
+        .collect();
+    tags.extend(PROBES.iter().map(|(t, v)| json!({"tag": t, "value": v})));
+    json!({
+        "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+            "collector_cluster": CLUSTER,
+            "collector_endpoint": zipkin::ENDPOINT,
+            "collector_endpoint_version": "HTTP_JSON",
+            "shared_span_context": false}},
+        "custom_tags": tags,
+        "spawn_upstream_span": upstream_span,
+    })
+}
+
+/// Adds the tracer to the bed's two HTTP listeners, the collector's cluster, and a runtime
+/// layer that makes the tracer report each span at once (its default batches 5 spans or
+/// waits 5 s).
+/// The trace log goes next to the bed's access log.
+pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool) {
+    if let Some(listeners) = boot["static_resources"]["listeners"].as_array_mut() {
+        for l in listeners {
+            if !matches!(l["name"].as_str(), Some("outbound" | "inbound")) {
+                continue;
+            }
+            if let Some(filters) = l["filter_chains"][0]["filters"].as_array_mut() {
+                for f in filters {
+                    if f["name"] == "envoy.filters.network.http_connection_manager" {
+                        let hcm = &mut f["typed_config"];
+                        hcm["tracing"] = tracing_config(upstream_span);
+                        let bed_log = hcm["access_log"][0]["typed_config"]["path"].as_str();
+                        let trace_log = std::path::Path::new(bed_log.unwrap_or("."))
+                            .with_file_name(TRACE_LOG)
+                            .display()
+                            .to_string();
+                        if let Some(logs) = hcm["access_log"].as_array_mut() {
+                            logs.push(json!({"name": "envoy.access_loggers.file", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                                "path": trace_log,
+                                "log_format": {"text_format_source": {"inline_string": TRACE_LOG_FORMAT}}}}));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(clusters) = boot["static_resources"]["clusters"].as_array_mut() {
+        clusters.push(crate::bed::cluster(CLUSTER, collector_port, json!({})));
+    }
+    boot["layered_runtime"] = json!({"layers": [{"name": "tracing", "static_layer": {
+        "tracing.zipkin.min_flush_spans": 1,
+        "tracing.zipkin.flush_interval_ms": 100}}]});
+}
+
+/// A traced bed: the standard bed plus its collector.
+pub struct TraceBed {
+    pub bed: Bed,
+    pub collector: Collector,
+}
+
+impl TraceBed {
+    /// `upstream_span`: see [`tracing_config`].
+    pub fn start(name: &str, plugin_config: &str, upstream_span: bool) -> TraceBed {
+        let collector = zipkin::start();
+        let port = collector.port;
+        let bed = Bed::start(
+            name,
+            BedOptions {
+                plugin_config: plugin_config.into(),
+                customize: Some(Rc::new(move |boot: &mut Value| {
+                    add_tracer(boot, port, upstream_span)
+                })),
+                ..BedOptions::default()
+            },
+        );
+        TraceBed { bed, collector }
+    }
+
+    /// The proxy's span of the request tagged `scn` (the root span: the downstream request),
+    /// waiting up to 10 s for the tracer's report.
+    pub fn span(&self, scn: &str) -> Span {
+        self.wait_span(scn, |s| s.parent_id.is_none())
+    }
+
+    /// The router's span of the request tagged `scn` (needs `upstream_span`).
+    pub fn upstream_span(&self, scn: &str) -> Span {
+        self.wait_span(scn, |s| s.parent_id.is_some())
+    }
+
+    /// The trace id and verdict text the trace log wrote for `scn` (waits up to 5 s).
+    pub fn trace_log(&self, scn: &str) -> Option<(String, String)> {
+        let path = self.bed.envoy.dir.join(TRACE_LOG);
+        let needle = format!("TRACE scn={scn} ");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.starts_with(&needle)) {
+                let rest = line.strip_prefix(&needle)?.strip_prefix("trace_id=")?;
+                let (id, verdict) = rest.split_once(" verdict=")?;
+                return Some((id.to_string(), verdict.to_string()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_span(&self, scn: &str, which: impl Fn(&Span) -> bool) -> Span {
+        self.collector
+            .wait_for(Duration::from_secs(10), |s| s.tag("scn") == Some(scn) && which(s))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no span tagged scn={scn} reached the collector ({} reports, errors {:?}, {} spans: {:?})\n{}",
+                    self.collector.posts(),
+                    self.collector.errors(),
+                    self.collector.spans().len(),
+                    self.collector.spans().iter().map(|s| s.tag("scn").unwrap_or("")).collect::<Vec<_>>(),
+                    self.bed.envoy.diagnostics()
+                )
+            })
+    }
+}
