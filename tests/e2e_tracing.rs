@@ -163,7 +163,12 @@ fn the_routers_span_carries_a_client_gone_verdict() {
     assert!(t.bed.get(path).truncated);
     no_verdict_tags(&t.span(path));
     no_verdict_tags(&t.upstream_span(path));
-    // A header-time verdict is on both spans; a success on neither.
+    // A local reply after a failed connect: the attempt's span ended at the connect failure,
+    // before the reply passed the plugin; the proxy's span has the verdict.
+    let path = "/uf";
+    assert!(traced(&t, path).is_some());
+    no_verdict_tags(&t.upstream_span(path));
+    // A failing upstream response is on both spans; a success on neither.
     let path = "/app/status/503";
     let v = traced(&t, path).expect("verdict");
     assert_eq!(span_verdict(&t.upstream_span(path)), Some(v));
@@ -185,4 +190,15 @@ fn client_leaves(t: &TraceBed, path: &str) {
         matches!(reached, Ok(true)),
         "never reached the upstream: {reached:?}"
     );
+}
+
+/// docs/tracing.md names every tag with the filter-state key it reads.
+#[test]
+fn the_docs_name_every_tag() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tracing.md"))
+        .expect("docs/tracing.md");
+    for t in TAGS {
+        let row = format!("| `{}` | `{}` |", t.tag, t.formatter());
+        assert!(doc.contains(&row), "docs/tracing.md lacks the row {row}");
+    }
 }
