@@ -86,6 +86,25 @@ fn failures_known_by_the_end_of_the_response_are_on_the_proxys_span() {
     let v = span_verdict(&t.span(path)).expect("the late gRPC verdict on the span");
     assert_eq!((v.layer.as_str(), v.class()), ("l7", "app_grpc_error"));
     assert_eq!(Some(v), logged(&t, path), "span and access log");
+    // Refined by the body: a plain Envoy hop's local reply. The header keeps what the headers
+    // proved; the body, read as it passed, credits that hop before the stream ends, so the
+    // span (and the access log) carry the refined verdict.
+    let path = "/plainhop/refused";
+    let r = t.bed.get(path);
+    assert_eq!(r.status, 503);
+    let header = verdict::parse(r.header("x-meshtriage").unwrap()).remove(0);
+    assert_eq!(
+        (header.class(), header.get("origin")),
+        ("app_error", Some("app"))
+    );
+    let span = t.span(path);
+    let v = span_verdict(&span).expect("the refined verdict on the span");
+    assert_eq!(
+        (v.layer.as_str(), v.class(), v.get("origin")),
+        ("l4", "connect_refused", Some("upstream_proxy"))
+    );
+    assert_eq!(Some(v), logged(&t, path), "span and access log");
+    assert_eq!(span.tag("probe.resp_header"), r.header("x-meshtriage"));
     // Successes: no tags on any span.
     for path in [
         "/app/ok",

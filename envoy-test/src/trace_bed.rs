@@ -20,6 +20,11 @@ pub const PROBES: [(&str, &str); 2] = [
 /// The cluster of the collector.
 const CLUSTER: &str = "zipkin";
 
+/// Requests under this prefix cross a second, plain Envoy hop (a listener of the same Envoy
+/// without the plugin and without `proxy-status`) whose only route goes to the refused port:
+/// its local reply's body is the only evidence of where the 503 came from.
+pub const PLAIN_HOP: &str = "/plainhop/";
+
 /// The access log (besides the bed's) joining a request's trace id to its verdict, as an
 /// operator would write it to go from a span to the verdict the span cannot carry.
 pub const TRACE_LOG: &str = "trace.log";
@@ -50,8 +55,8 @@ pub fn tracing_config(upstream_span: bool) -> Value {
 /// Adds the tracer to the bed's two HTTP listeners, the collector's cluster, and a runtime
 /// layer that makes the tracer report each span at once (its default batches 5 spans or
 /// waits 5 s).
-/// The trace log goes next to the bed's access log.
-pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool) {
+/// The trace log goes next to the bed's access log. `plain_hop_port`: see [`PLAIN_HOP`].
+pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool, plain_hop_port: u16) {
     if let Some(listeners) = boot["static_resources"]["listeners"].as_array_mut() {
         for l in listeners {
             if !matches!(l["name"].as_str(), Some("outbound" | "inbound")) {
@@ -62,6 +67,13 @@ pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool) {
                     if f["name"] == "envoy.filters.network.http_connection_manager" {
                         let hcm = &mut f["typed_config"];
                         hcm["tracing"] = tracing_config(upstream_span);
+                        let to_hop = json!({"match": {"prefix": PLAIN_HOP},
+                            "route": {"cluster": "c_plain_hop", "timeout": "2s"}});
+                        if let Some(routes) =
+                            hcm["route_config"]["virtual_hosts"][0]["routes"].as_array_mut()
+                        {
+                            routes.insert(0, to_hop);
+                        }
                         let bed_log = hcm["access_log"][0]["typed_config"]["path"].as_str();
                         let trace_log = std::path::Path::new(bed_log.unwrap_or("."))
                             .with_file_name(TRACE_LOG)
@@ -78,8 +90,44 @@ pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool) {
             }
         }
     }
+    let refused = boot["static_resources"]["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "c_refused"))
+        .map(|c| {
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"]
+                .clone()
+        })
+        .and_then(|p| p.as_u64())
+        .unwrap_or(0) as u16;
     if let Some(clusters) = boot["static_resources"]["clusters"].as_array_mut() {
         clusters.push(crate::bed::cluster(CLUSTER, collector_port, json!({})));
+        clusters.push(crate::bed::cluster(
+            "c_plain_hop",
+            plain_hop_port,
+            json!({}),
+        ));
+        clusters.push(crate::bed::cluster("c_plain_refused", refused, json!({})));
+    }
+    let plain_routes = json!([{"match": {"prefix": "/"}, "route": {"cluster": "c_plain_refused"}}]);
+    let mut plain = crate::bed::hcm(
+        "plainhop",
+        plain_routes,
+        vec![crate::bed::router()],
+        "/dev/null",
+    );
+    if let Some(tc) = plain["typed_config"].as_object_mut() {
+        tc.remove("proxy_status_config");
+        tc.remove("access_log");
+    }
+    if let Some(listeners) = boot["static_resources"]["listeners"].as_array_mut() {
+        listeners.push(crate::bed::listener(
+            "plain_hop",
+            plain_hop_port,
+            None,
+            vec![plain],
+            None,
+        ));
     }
     boot["layered_runtime"] = json!({"layers": [{"name": "tracing", "static_layer": {
         "tracing.zipkin.min_flush_spans": 1,
@@ -97,12 +145,13 @@ impl TraceBed {
     pub fn start(name: &str, plugin_config: &str, upstream_span: bool) -> TraceBed {
         let collector = zipkin::start();
         let port = collector.port;
+        let hop = crate::paths::free_port();
         let bed = Bed::start(
             name,
             BedOptions {
                 plugin_config: plugin_config.into(),
                 customize: Some(Rc::new(move |boot: &mut Value| {
-                    add_tracer(boot, port, upstream_span)
+                    add_tracer(boot, port, upstream_span, hop)
                 })),
                 ..BedOptions::default()
             },
