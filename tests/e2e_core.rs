@@ -1,10 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
-//! The core plugin against a real Envoy 1.40: each failure the contract names gets the right
+//! The core plugin against a real Envoy 1.40: each failure the taxonomy names gets the right
 //! verdict in the header (when known at header time), the access log and the metrics.
 
 use meshtriage_core::metrics::{CONFIG_ERRORS, FAILURES, REQUESTS};

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! What a plugin failure costs users, against a real Envoy 1.40. meshtriage itself cannot be
 //! made to panic (no panicking code paths outside tests: see docs/hardening.md), so a fixture
 //! plugin (`envoy-test/fixtures/panic-plugin`, with meshtriage's panic hook) panics in
@@ -47,15 +41,15 @@ fn with_fail_open_a_plugin_panic_costs_only_the_request_that_hit_it() {
     let dir = paths::scratch("fail-open");
     let app = upstream::http1();
     let log = dir.join("access.log").display().to_string();
-    let (open, closed) = (paths::free_port(), paths::free_port());
     let cfg = json!({
         "node": {"id": "fail-open", "cluster": "bed"},
         "static_resources": {
-            "listeners": [listener("open", open, "FAIL_OPEN", &log), listener("closed", closed, "FAIL_CLOSED", &log)],
+            "listeners": [listener("open", 0, "FAIL_OPEN", &log), listener("closed", 0, "FAIL_CLOSED", &log)],
             "clusters": [cluster("c_app", app.port, json!({}))]
         }
     });
     let envoy = Envoy::start(&cfg, &dir);
+    let (open, closed) = (envoy.port("open"), envoy.port("closed"));
     let get = |port: u16, scn: &str| {
         client::request(port, "GET", "/ok", &[("x-scn", scn)], b"")
             .unwrap_or_else(|e| panic!("{e}\n{}", envoy.diagnostics()))

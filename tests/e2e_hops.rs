@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Across hops, with two real Envoys: client app → client sidecar (outbound, `client.shop`) →
 //! server sidecar (inbound, `server.shop`) → gateway app → API app. Each test says which hop
 //! failed and at which layer, as each sidecar reports it: the header the client app gets, both

@@ -1,13 +1,7 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Hostile upstream responses against a real Envoy 1.40: huge and malformed verdict headers,
 //! non-UTF-8 bytes, thousands of headers, absurd `grpc-status` values and a lying
 //! `proxy-status`. Every request completes with the upstream's status, the plugin's verdict
-//! stays within the contract's bounds, malformed input is counted, and the VM keeps working.
+//! stays within its documented bounds (`MAX_HEADER_BYTES`, `MAX_ENTRIES`), malformed input is counted, and the VM keeps working.
 //! Also: the metric series stay bounded whatever paths, hosts and failures traffic brings.
 
 use meshtriage_core::metrics::{FAILURES, INTERNAL_ERRORS, MALFORMED_UPSTREAM};
@@ -27,6 +21,7 @@ struct HostileBed {
     out: u16,
     inb: u16,
     _hostile: Upstream,
+    _refused: paths::ClosedPort,
 }
 
 /// Envoy with outbound and inbound listeners (meshtriage, router) in front of the hostile
@@ -35,7 +30,7 @@ struct HostileBed {
 fn start(name: &str) -> HostileBed {
     let dir = paths::scratch(name);
     let hostile = hostile::start();
-    let (out, inb) = (paths::free_port(), paths::free_port());
+    let refused = paths::closed_port();
     let log = dir.join("access.log").display().to_string();
     let wasm = paths::wasm().display().to_string();
     let routes = json!([
@@ -64,21 +59,23 @@ fn start(name: &str) -> HostileBed {
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {
             "listeners": [
-                listener("outbound", out, Some("OUTBOUND"), vec![chain("out")], None),
-                listener("inbound", inb, Some("INBOUND"), vec![chain("in")], None),
+                listener("outbound", 0, Some("OUTBOUND"), vec![chain("out")], None),
+                listener("inbound", 0, Some("INBOUND"), vec![chain("in")], None),
             ],
             "clusters": [
                 cluster("c_hostile", hostile.port, json!({})),
                 cluster("c_big", hostile.port, big),
-                cluster("c_refused", paths::free_port(), json!({})),
+                cluster("c_refused", refused.port, json!({})),
             ]
         }
     });
+    let envoy = Envoy::start(&cfg, &dir);
     HostileBed {
-        envoy: Envoy::start(&cfg, &dir),
-        out,
-        inb,
+        out: envoy.port("outbound"),
+        inb: envoy.port("inbound"),
+        envoy,
         _hostile: hostile,
+        _refused: refused,
     }
 }
 
@@ -111,7 +108,7 @@ impl HostileBed {
     }
 }
 
-/// The client-visible verdict header: valid RFC 8941 within the contract's bounds.
+/// The client-visible verdict header: valid RFC 8941 within the documented bounds.
 fn bounded(r: &Response, what: &str) -> Vec<verdict::View> {
     let values = r.headers_named("x-meshtriage");
     assert!(values.len() <= 1, "{what}: {} header lines", values.len());

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Real L4 faults between network namespaces (iptables in the upstream's namespace): the
 //! verdicts must name the transport problem, not the symptom it looks like at L7.
 //! Needs root, `ip` and `iptables` (CI has them); elsewhere each test says why it skips.
@@ -17,7 +11,7 @@ const CONFIG: &str = r#"{"large_payload_bytes": 100000}"#;
 
 fn lab(n: u8, fault: Option<&str>) -> Option<(Lab, Envoy, u16)> {
     if let Err(why) = Lab::available() {
-        eprintln!("skipped: the L4 lab {why}");
+        meshtriage_suite::skip(&format!("the L4 lab {why}"));
         return None;
     }
     let lab = Lab::start(n);

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The scenario matrix: every failure Envoy 1.40 produces on this machine, sent once with an
 //! HTTP/1.1 client and once with an HTTP/2 (h2c) client, each checked for the client's status,
 //! the verdict header (or its absence for late failures), the access-log verdict and the

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The `mtls` hint against a real Envoy 1.40: the bed's TLS upstream presents a SPIFFE
 //! identity, as a mesh workload does. The plugin reads the peer certificate only for
 //! transport-layer verdicts: a stalled transfer over that connection gets the hint, an app's

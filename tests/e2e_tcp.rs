@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The network (L4) filter against a real Envoy 1.40 in front of tcp_proxy: every connection
 //! failure gets the right verdict in the tcp_proxy access log
 //! (`%FILTER_STATE(wasm.meshtriage:PLAIN)%`) and in `meshtriage_tcp_failures_total`; clean

@@ -1,25 +1,14 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! `make wasm` drops the callbacks meshtriage never implements from the module's exports
-//! (filter/tools/trim_exports.py), so Envoy skips those crossings into the VM. This keeps the
-//! list honest: a dropped callback must not be implemented in filter/src (it would silently
-//! never run), and the module the e2e tests load must really be trimmed.
+//! (filter/tools/trim-exports, whose `DROPPED` list is read here), so Envoy skips those
+//! crossings into the VM. This keeps the list honest: a dropped callback must not be
+//! implemented in filter/src (it would silently never run), and the module the e2e tests load
+//! must really be trimmed.
 
 use meshtriage_envoy_test::paths::root;
+use meshtriage_trim_exports::{exports, DROPPED};
 
-/// The export names listed in the script's `UNUSED` set.
 fn dropped() -> Vec<String> {
-    let script = std::fs::read_to_string(root().join("filter/tools/trim_exports.py")).unwrap();
-    let set = script.split("UNUSED = {").nth(1).unwrap();
-    let set = set.split('}').next().unwrap();
-    set.split('"')
-        .filter(|s| s.starts_with("proxy_on_"))
-        .map(str::to_string)
-        .collect()
+    DROPPED.iter().map(|s| s.to_string()).collect()
 }
 
 /// The SDK trait method Envoy's export `name` dispatches to.
@@ -43,7 +32,7 @@ fn dropped_callbacks_are_not_implemented() {
             assert!(
                 !src.contains(&method),
                 "{} implements `{method}` but make wasm drops `{export}`: remove it from \
-                 filter/tools/trim_exports.py",
+                 DROPPED in filter/tools/trim-exports/src/lib.rs",
                 path.display()
             );
         }
@@ -53,10 +42,10 @@ fn dropped_callbacks_are_not_implemented() {
 #[test]
 fn the_built_module_does_not_export_them() {
     let module = std::fs::read(meshtriage_envoy_test::paths::wasm()).unwrap();
+    let exported = exports(&module).unwrap();
     for export in dropped() {
-        let present = module.windows(export.len()).any(|w| w == export.as_bytes());
         assert!(
-            !present,
+            !exported.contains(&export),
             "{export} is still exported: build with `make wasm`"
         );
     }
@@ -66,6 +55,6 @@ fn the_built_module_does_not_export_them() {
         "proxy_on_log",
         "proxy_on_delete",
     ] {
-        assert!(module.windows(export.len()).any(|w| w == export.as_bytes()));
+        assert!(exported.iter().any(|e| e == export), "{export} is missing");
     }
 }

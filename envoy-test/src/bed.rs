@@ -411,6 +411,7 @@ pub struct Bed {
     pub app: Upstream,
     _others: Vec<Upstream>,
     _blackhole: upstream::Blackhole,
+    _refused: paths::ClosedPort,
 }
 
 impl Bed {
@@ -421,18 +422,23 @@ impl Bed {
         let h2_rst = upstream::http2(H2::ResetBeforeHeaders);
         let h2_refused = upstream::http2(H2::Refused);
         let blackhole = upstream::blackhole_at(0);
+        let refused = paths::closed_port();
+        // The TLS listeners are upstreams of this same Envoy's clusters, so their ports must be
+        // known before it starts: reserved (held) until Envoy has bound them. The HTTP
+        // listeners bind port 0 and are looked up once Envoy is ready.
+        let (tls, mtls) = (paths::reserve_port(), paths::reserve_port());
         let show = |p: &Path| p.display().to_string();
         let topology = Topology {
             listen: "127.0.0.1".into(),
-            port: paths::free_port(),
-            inbound_port: paths::free_port(),
-            tls_port: paths::free_port(),
-            mtls_port: paths::free_port(),
+            port: 0,
+            inbound_port: 0,
+            tls_port: tls.port,
+            mtls_port: mtls.port,
             app_port: app.port,
             h2_rst_port: h2_rst.port,
             h2_refused_port: h2_refused.port,
             blackhole_port: blackhole.port,
-            refused_port: upstream::refused_port(),
+            refused_port: refused.port,
             ca: show(&certs.ca),
             other_ca: show(&certs.other_ca),
             server_cert: show(&certs.server_cert),
@@ -442,18 +448,23 @@ impl Bed {
             plugin_config: (!opts.without_plugin).then(|| opts.plugin_config.clone()),
             state_direction: false,
         };
-        let mut boot = bootstrap(&topology);
+        let mut cfg = bootstrap(&topology);
         if let Some(edit) = &opts.customize {
-            edit(&mut boot);
+            edit(&mut cfg);
         }
-        let envoy = Envoy::start(&boot, &dir);
+        if let Some(listeners) = cfg["static_resources"]["listeners"].as_array_mut() {
+            listeners.iter_mut().for_each(paths::reuse_port);
+        }
+        let envoy = Envoy::start(&cfg, &dir);
+        drop((tls, mtls));
         Bed {
+            port: envoy.port("outbound"),
+            inbound_port: envoy.port("inbound"),
             envoy,
-            port: topology.port,
-            inbound_port: topology.inbound_port,
             app,
             _others: vec![h2_rst, h2_refused],
             _blackhole: blackhole,
+            _refused: refused,
         }
     }
 

@@ -61,6 +61,9 @@ pub fn request(
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A signal to this process (the L4 lab's children exiting, seen under load) is not
+            // the server's answer: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
             Err(e) if raw.is_empty() => return Err(e),
             Err(_) => break,
@@ -168,6 +171,7 @@ pub fn send_raw(port: u16, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }

@@ -13,6 +13,9 @@ pub struct Envoy {
     pub admin_port: u16,
     pub access_log: PathBuf,
     log: PathBuf,
+    /// Every listener's name and the port it is bound to, as the admin API reported them once
+    /// Envoy was ready (listeners configured with port 0 get theirs from the kernel).
+    listeners: Vec<(String, u16)>,
 }
 
 impl Envoy {
@@ -55,6 +58,7 @@ impl Envoy {
             admin_port: 0,
             access_log: dir.join("access.log"),
             log,
+            listeners: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -77,6 +81,7 @@ impl Envoy {
             if envoy.admin_port != 0 {
                 if let Ok(r) = request(envoy.admin_port, "GET", "/ready", &[], b"") {
                     if r.status == 200 {
+                        envoy.listeners = envoy.bound_listeners();
                         return envoy;
                     }
                 }
@@ -103,6 +108,48 @@ impl Envoy {
                 String::from_utf8_lossy(&out.stderr)
             ))
         }
+    }
+
+    /// The port listener `name` is bound to. Test listeners are configured with port 0 (no port
+    /// is ever picked by binding and releasing it, which races with every other process on the
+    /// machine): the kernel chooses, and `/listeners` says what it chose.
+    pub fn port(&self, name: &str) -> u16 {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .or_else(|| {
+                // A listener added later (LDS): ask again.
+                self.bound_listeners()
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, p)| p)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "envoy has no bound listener `{name}`: {}",
+                    self.admin("/listeners?format=json")
+                )
+            })
+    }
+
+    /// `(name, port)` of every listener, from `/listeners?format=json`.
+    pub fn bound_listeners(&self) -> Vec<(String, u16)> {
+        let text = self.admin("/listeners?format=json");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        doc["listener_statuses"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|l| {
+                        let name = l["name"].as_str()?.to_string();
+                        let port = l["local_address"]["socket_address"]["port_value"].as_u64()?;
+                        Some((name, u16::try_from(port).ok()?))
+                    })
+                    .filter(|(_, p)| *p != 0)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn admin(&self, path: &str) -> String {

@@ -2,12 +2,6 @@
 //! wheel or `ENVOY_BIN`), scripted misbehaving upstreams on 127.0.0.1, a raw HTTP/1.1 client,
 //! and readers for Prometheus stats and access logs. Used by the suite in `tests/` and by the
 //! demo. Test support code: it may panic with a clear message when the environment is wrong.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 pub mod bed;
 pub mod certs;

@@ -34,6 +34,7 @@ pub struct Mesh {
     /// The server sidecar's inbound listener.
     pub server_port: u16,
     _app: Upstream,
+    _refused: paths::ClosedPort,
     _gateway: App,
     _api: App,
 }
@@ -59,7 +60,7 @@ impl Mesh {
         let app = upstream::http1();
         let api = gateway::api();
         let gw = gateway::gateway(api.port);
-        let (port, server_port) = (paths::free_port(), paths::free_port());
+        let refused = paths::closed_port();
         let h1 = protocol(json!({"http_protocol_options": {}}));
 
         // Server sidecar: inbound listener in front of the apps.
@@ -91,16 +92,17 @@ impl Mesh {
             "node": node("server"),
             "stats_config": {"stats_tags": stats_tags()},
             "static_resources": {
-                "listeners": [listener("inbound", server_port, Some("INBOUND"), vec![server_hcm], None)],
+                "listeners": [listener("inbound", 0, Some("INBOUND"), vec![server_hcm], None)],
                 "clusters": [
                     cluster("app", app.port, h1.clone()),
                     cluster("gateway", gw.port, h1.clone()),
-                    cluster("refused", upstream::refused_port(), json!({})),
+                    cluster("refused", refused.port, json!({})),
                     json!({"name": "empty", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "empty"}}),
                 ]
             }
         });
         let server = Envoy::start(&server_cfg, &server_dir);
+        let server_port = server.port("inbound");
 
         // Client sidecar: outbound listener whose one cluster is the server sidecar. Its route
         // timeout is longer than the server's, so the server hop's answer always arrives first.
@@ -117,17 +119,19 @@ impl Mesh {
             "node": node("client"),
             "stats_config": {"stats_tags": stats_tags()},
             "static_resources": {
-                "listeners": [listener("outbound", port, Some("OUTBOUND"), vec![client_hcm], None)],
+                "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![client_hcm], None)],
                 "clusters": [cluster("server", server_port, h1)]
             }
         });
         let client = Envoy::start(&client_cfg, &client_dir);
+        let port = client.port("outbound");
         Mesh {
             client,
             server,
             port,
             server_port,
             _app: app,
+            _refused: refused,
             _gateway: gw,
             _api: api,
         }

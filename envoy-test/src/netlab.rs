@@ -5,8 +5,67 @@
 //! also when a test fails. Needs root, `ip` and `iptables`; `Lab::available` says why not.
 
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+fn base36(mut v: u32) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.extend(char::from_digit(v % 36, 36));
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    out.iter().rev().collect()
+}
+
+/// A /30 of 10.231.0.0/16 held by one lab: claimed by creating a file named after it
+/// (`create_new`, atomic across processes) under /run/meshtriage-netlab, removed on drop, so
+/// two labs never put the same addresses on two host interfaces (which would misroute).
+struct Subnet {
+    claim: PathBuf,
+    host: String,
+    lab: String,
+}
+
+impl Subnet {
+    fn claim(owner: &str) -> Subnet {
+        let dir = PathBuf::from("/run/meshtriage-netlab");
+        let _ = std::fs::create_dir_all(&dir);
+        // Start where this process and lab are unlikely to meet another; walk on when taken.
+        let start = (std::process::id() as usize * 7 + owner.len()) % 16_384;
+        for k in 0..16_384 {
+            let i = (start + k) % 16_384;
+            let (third, fourth) = (i / 64, (i % 64) * 4);
+            let claim = dir.join(format!("10.231.{third}.{fourth}"));
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim);
+            if let Ok(mut f) = created {
+                let _ = std::io::Write::write_all(&mut f, owner.as_bytes());
+                return Subnet {
+                    claim,
+                    host: format!("10.231.{third}.{}", fourth + 1),
+                    lab: format!("10.231.{third}.{}", fourth + 2),
+                };
+            }
+        }
+        panic!(
+            "no free /30 in 10.231.0.0/16 (stale claims in {}?)",
+            dir.display()
+        );
+    }
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.claim);
+    }
+}
 
 /// Port the lab's upstream listens on, inside its namespace.
 pub const PORT: u16 = 8080;
@@ -55,6 +114,7 @@ pub struct Lab {
     pub host_addr: String,
     pub addr: String,
     upstream: Option<Child>,
+    _subnet: Subnet,
 }
 
 impl Lab {
@@ -77,17 +137,27 @@ impl Lab {
         Ok(())
     }
 
-    /// Creates the namespace, the veth pair and the upstream. `n` tells labs of one run apart.
+    /// Creates the namespace, the veth pair and the upstream. `n` names the lab in messages;
+    /// names and addresses are unique per process and lab (see [`Subnet`]), so labs of one
+    /// run and of runs in parallel never collide.
     pub fn start(n: u8) -> Lab {
-        let id = format!("{}{n}", std::process::id() % 10_000);
-        let octet = 100 + (std::process::id() % 100) as u8 + n;
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        // Interface names have at most 15 bytes: pid and counter in base 36 keep them short.
+        let id = format!(
+            "{}x{}",
+            base36(std::process::id()),
+            base36(LABS.fetch_add(1, Ordering::Relaxed))
+        );
+        let subnet = Subnet::claim(&id);
         let mut lab = Lab {
-            ns: format!("mtlab{id}"),
+            ns: format!("mtlab-{id}"),
             host_if: format!("mth{id}"),
-            host_addr: format!("10.231.{octet}.1"),
-            addr: format!("10.231.{octet}.2"),
+            host_addr: subnet.host.clone(),
+            addr: subnet.lab.clone(),
             upstream: None,
+            _subnet: subnet,
         };
+        let _ = n;
         let peer = format!("mtp{id}");
         let steps: Vec<Vec<String>> = vec![
             vec!["ip".into(), "netns".into(), "add".into(), lab.ns.clone()],
@@ -239,7 +309,6 @@ pub fn envoy(lab: &Lab, name: &str, plugin_config: &str) -> (crate::Envoy, u16) 
     use crate::bed::{cluster, hcm, http_wasm, listener, router, stats_tags};
     use serde_json::json;
     let dir = crate::paths::scratch(name);
-    let port = crate::paths::free_port();
     let wasm = crate::paths::wasm().display().to_string();
     let log = dir.join("access.log").display().to_string();
     let routes = json!([
@@ -270,12 +339,14 @@ pub fn envoy(lab: &Lab, name: &str, plugin_config: &str) -> (crate::Envoy, u16) 
         "node": {"id": "lab-node", "metadata": {"NAME": "lab", "NAMESPACE": "l4"}},
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {
-            "listeners": [listener("outbound", port, Some("OUTBOUND"),
+            "listeners": [listener("outbound", 0, Some("OUTBOUND"),
                 vec![hcm("lab", routes, vec![http_wasm(&wasm, plugin_config), router()], &log)], None)],
             "clusters": [fast, patient],
         }
     });
-    (crate::Envoy::start(&cfg, &dir), port)
+    let envoy = crate::Envoy::start(&cfg, &dir);
+    let port = envoy.port("outbound");
+    (envoy, port)
 }
 
 /// For the demo: an MTU black hole, a small and a large response through it. Returns

@@ -1,6 +1,7 @@
 //! Where the harness finds Envoy, the plugin and scratch space.
 
-use std::net::TcpListener;
+use socket2::{Domain, Socket, Type};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,7 +13,7 @@ pub fn root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// The plugin: `MESHTRIAGE_WASM`, else the contract's release artifact.
+/// The plugin: `MESHTRIAGE_WASM`, else what `make wasm` builds.
 pub fn wasm() -> PathBuf {
     let path = std::env::var_os("MESHTRIAGE_WASM")
         .map(PathBuf::from)
@@ -50,10 +51,60 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+/// A loopback port where nothing listens, held for as long as this value lives: the socket is
+/// bound (without `SO_REUSEADDR`/`SO_REUSEPORT`) but never listens, so a connect to it is
+/// refused, no other socket can bind it, and the kernel never hands it out as an ephemeral port
+/// (not even as the source port of an outgoing connection).
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: Socket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
         .map(|a| a.port())
-        .expect("free port")
+        .expect("bound port");
+    ClosedPort {
+        port,
+        _socket: socket,
+    }
+}
+
+/// A port reserved for an Envoy listener that must be known before Envoy starts (a cluster of
+/// the same Envoy points at it). The socket is bound with `SO_REUSEPORT` and never listens:
+/// Envoy binds its listener with `SO_REUSEPORT` (`enable_reuse_port`, see [`reuse_port`]) on
+/// the same port while the reservation lives, any other bind fails, and the kernel gives the port to no other `bind(0)`. Drop it once Envoy is ready.
+/// Listeners nothing else points at bind port 0 instead (see [`crate::envoy::Envoy::port`]).
+pub struct Reservation {
+    pub port: u16,
+    _socket: Socket,
+}
+
+pub fn reserve_port() -> Reservation {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("bound port");
+    Reservation {
+        port,
+        _socket: socket,
+    }
+}
+
+/// Marks an Envoy listener (JSON) as binding with `SO_REUSEPORT`, so it can bind the port of a
+/// [`Reservation`] (Envoy 1.40's default on Linux; stated so it does not depend on it).
+pub fn reuse_port(listener: &mut serde_json::Value) {
+    listener["enable_reuse_port"] = serde_json::json!(true);
 }

@@ -107,16 +107,6 @@ pub fn full_backlog() -> FullBacklog {
     }
 }
 
-/// `n` loopback ports that were free a moment ago, all different.
-fn distinct_free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .filter_map(|_| TcpListener::bind("127.0.0.1:0").ok())
-        .collect();
-    held.iter()
-        .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
-        .collect()
-}
-
 /// The tcp_proxy scenarios: (listener name, direction).
 pub const SCENARIOS: [(&str, &str); 11] = [
     ("refused", "OUTBOUND"),
@@ -135,11 +125,11 @@ pub const SCENARIOS: [(&str, &str); 11] = [
 /// A running connection bed: Envoy plus its upstreams, stopped on drop.
 pub struct TcpBed {
     pub envoy: Envoy,
-    ports: Vec<(&'static str, u16)>,
     /// The listener with the network filter in front of an HCM (with the HTTP filter).
     pub http_port: u16,
     _upstreams: Vec<Upstream>,
     _backlog: FullBacklog,
+    _refused: paths::ClosedPort,
 }
 
 impl TcpBed {
@@ -151,14 +141,10 @@ impl TcpBed {
         let log = dir.join("access.log").display().to_string();
         let wasm = paths::wasm().display().to_string();
         let net = || net_wasm(&wasm, "");
-        // Held together, so no two are the same; the last one stays closed (refused).
-        let mut free = distinct_free_ports(SCENARIOS.len() + 2).into_iter();
-        let mut next_port = || free.next().unwrap_or_else(paths::free_port);
+        let refused = paths::closed_port();
+        // Every listener binds port 0; `port` looks up what the kernel chose.
         let mut listeners = Vec::new();
-        let mut ports = Vec::new();
         for (scn, direction) in SCENARIOS {
-            let port = next_port();
-            ports.push((scn, port));
             let (cluster, extra) = match scn {
                 "refused" => ("c_refused", json!({})),
                 "timeout" => ("c_backlog", json!({})),
@@ -181,15 +167,13 @@ impl TcpBed {
             }
             filters.push(tcp_proxy(scn, cluster, &log, extra));
             let tls = (scn == "tls_downstream").then(|| bed::downstream_tls(&certs, false));
-            listeners.push(listener(scn, port, Some(direction), filters, tls));
+            listeners.push(listener(scn, 0, Some(direction), filters, tls));
         }
-        let http_port = next_port();
-        let refused_port = next_port();
         let routes =
             json!([{"match": {"prefix": "/"}, "route": {"cluster": "c_http", "timeout": "5s"}}]);
         listeners.push(listener(
             "http",
-            http_port,
+            0,
             Some("OUTBOUND"),
             vec![
                 net(),
@@ -204,7 +188,7 @@ impl TcpBed {
                 "listeners": listeners,
                 "clusters": [
                     cluster("c_echo", echo.port, json!({})),
-                    cluster("c_refused", refused_port, json!({})),
+                    cluster("c_refused", refused.port, json!({})),
                     cluster("c_backlog", backlog.port, json!({"connect_timeout": "0.5s"})),
                     cluster("c_tls_plain", echo.port, upstream_tls(None, None)),
                     cluster("c_reset", reset.port, json!({})),
@@ -215,20 +199,17 @@ impl TcpBed {
         });
         let envoy = Envoy::start(&cfg, &dir);
         TcpBed {
+            http_port: envoy.port("http"),
             envoy,
-            ports,
-            http_port,
             _upstreams: vec![echo, reset, http],
             _backlog: backlog,
+            _refused: refused,
         }
     }
 
+    /// The port of the listener of scenario `scn`.
     pub fn port(&self, scn: &str) -> u16 {
-        self.ports
-            .iter()
-            .find(|(n, _)| *n == scn)
-            .map(|(_, p)| *p)
-            .unwrap_or_else(|| panic!("no listener {scn}"))
+        self.envoy.port(scn)
     }
 
     /// Waits (bounded) for the `n`-th access-log line of listener `scn` (1-based).
@@ -272,11 +253,14 @@ pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8]) {
 pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            // A signal is not the end of the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
         }
-        out.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
     out
 }

@@ -145,7 +145,9 @@ impl TraceBed {
     pub fn start(name: &str, plugin_config: &str, upstream_span: bool) -> TraceBed {
         let collector = zipkin::start();
         let port = collector.port;
-        let hop = crate::paths::free_port();
+        // Held until Envoy is ready: the bed's cluster points at the plain hop's listener.
+        let reservation = crate::paths::reserve_port();
+        let hop = reservation.port;
         let bed = Bed::start(
             name,
             BedOptions {
@@ -156,6 +158,7 @@ impl TraceBed {
                 ..BedOptions::default()
             },
         );
+        drop(reservation);
         TraceBed { bed, collector }
     }
 

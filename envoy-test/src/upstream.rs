@@ -97,11 +97,6 @@ pub fn blackhole_at(port: u16) -> Blackhole {
     }
 }
 
-/// A port where nothing listens.
-pub fn refused_port() -> u16 {
-    crate::paths::free_port()
-}
-
 struct Request {
     path: String,
     headers: Vec<(String, String)>,

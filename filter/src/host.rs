@@ -1,10 +1,15 @@
 //! The only module that talks to the host. It declares the proxy-wasm ABI calls itself so that
 //! no host status can ever panic: every call returns `Option`/`bool`, and callers fail open.
-//! (The SDK's own wrappers `panic!` on unexpected statuses and kill the VM - envoy-signals §2.)
+//! (The SDK's own wrappers `panic!` on unexpected statuses and kill the VM - docs/envoy-signals.md §2.)
+//! Every property it reads is a row of `meshtriage_core::attributes`, read by one typed reader.
 #![allow(unsafe_code)]
 
 use std::ptr::null_mut;
 
+use meshtriage_core::attributes::{self as attr, Attribute};
+use meshtriage_core::flags::ResponseFlags;
+use meshtriage_core::metrics::Kind;
+use meshtriage_core::Direction;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 /// Header maps the plugin touches (values from the SDK's ABI enums).
@@ -189,9 +194,10 @@ fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
-/// A property value; `None` when missing or on any host error. `path` is the NUL-joined
-/// property path, e.g. `b"response\0flags"`.
-pub fn property(path: &[u8]) -> Option<Vec<u8>> {
+/// A property value; `None` when missing or on any host error. Private: every attribute the
+/// plugin reads has a typed reader below, over its row in `meshtriage_core::attributes`.
+fn property(attribute: &Attribute) -> Option<Vec<u8>> {
+    let path = attribute.path;
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the result buffer is taken by `take`.
@@ -201,20 +207,114 @@ pub fn property(path: &[u8]) -> Option<Vec<u8>> {
     (status == STATUS_OK).then_some(value).flatten()
 }
 
-pub fn property_i64(path: &[u8]) -> Option<i64> {
-    property(path)
+fn property_i64(attribute: &Attribute) -> Option<i64> {
+    property(attribute)
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(i64::from_le_bytes)
 }
 
-pub fn property_u64(path: &[u8]) -> Option<u64> {
-    property_i64(path).map(|v| u64::try_from(v).unwrap_or(0))
+fn property_u64(attribute: &Attribute) -> Option<u64> {
+    property_i64(attribute).map(|v| u64::try_from(v).unwrap_or(0))
 }
 
-pub fn property_string(path: &[u8]) -> Option<String> {
-    property(path)
+fn property_string(attribute: &Attribute) -> Option<String> {
+    property(attribute)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// `response.flags`, decoded (none when absent).
+pub fn response_flags() -> ResponseFlags {
+    property(&attr::RESPONSE_FLAGS)
+        .map(|b| ResponseFlags::from_property(&b))
+        .unwrap_or_default()
+}
+
+/// `response.code_details`.
+pub fn code_details() -> Option<String> {
+    property_string(&attr::RESPONSE_CODE_DETAILS)
+}
+
+/// `response.code`; `None` when absent or 0 (no response).
+pub fn response_code() -> Option<u16> {
+    property_i64(&attr::RESPONSE_CODE)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| *c != 0)
+}
+
+/// `response.size` (body bytes sent downstream).
+pub fn response_size() -> Option<u64> {
+    property_u64(&attr::RESPONSE_SIZE)
+}
+
+/// `upstream.request_attempt_count` (0 when absent: no upstream attempt).
+pub fn attempt_count() -> u64 {
+    property_u64(&attr::REQUEST_ATTEMPT_COUNT).unwrap_or(0)
+}
+
+/// `upstream.cx_pool_ready_duration` in nanoseconds.
+pub fn cx_pool_ready_nanos() -> Option<u64> {
+    property_u64(&attr::CX_POOL_READY_DURATION)
+}
+
+/// The upstream certificate carries a SPIFFE identity (`upstream.uri_san_peer_certificate`).
+pub fn upstream_is_mesh_workload() -> bool {
+    property_string(&attr::UPSTREAM_PEER_URI_SAN).is_some_and(|san| attr::is_spiffe(&san))
+}
+
+/// `upstream.transport_failure_reason`.
+pub fn upstream_transport_failure() -> Option<String> {
+    property_string(&attr::UPSTREAM_TRANSPORT_FAILURE_REASON)
+}
+
+/// `connection.transport_failure_reason` (downstream TLS).
+pub fn downstream_transport_failure() -> Option<String> {
+    property_string(&attr::CONNECTION_TRANSPORT_FAILURE_REASON)
+}
+
+/// `connection.termination_details` (network RBAC).
+pub fn termination_details() -> Option<String> {
+    property_string(&attr::CONNECTION_TERMINATION_DETAILS)
+}
+
+/// `upstream.address` is set.
+pub fn has_upstream_address() -> bool {
+    property_string(&attr::UPSTREAM_ADDRESS).is_some()
+}
+
+/// `xds.cluster_name`.
+pub fn cluster_name() -> Option<String> {
+    property_string(&attr::CLUSTER_NAME)
+}
+
+/// `xds.listener_direction`, as Envoy states it for the current stream or connection.
+pub fn listener_direction() -> Direction {
+    property_i64(&attr::LISTENER_DIRECTION).map_or(Direction::Unknown, Direction::from_envoy)
+}
+
+/// `xds.node.metadata.NAME` (Istio workload name).
+pub fn node_name() -> Option<String> {
+    property_string(&attr::NODE_NAME)
+}
+
+/// `xds.node.metadata.NAMESPACE`.
+pub fn node_namespace() -> Option<String> {
+    property_string(&attr::NODE_NAMESPACE)
+}
+
+/// `xds.node.id`.
+pub fn node_id() -> Option<String> {
+    property_string(&attr::NODE_ID)
+}
+
+/// `plugin_name`.
+pub fn plugin_name() -> Option<String> {
+    property_string(&attr::PLUGIN_NAME)
+}
+
+/// `plugin_root_id`.
+pub fn plugin_root_id() -> Option<String> {
+    property_string(&attr::PLUGIN_ROOT_ID)
 }
 
 /// Writes filter state `wasm.<name>` (readable in access logs). Returns false on host error.
@@ -297,19 +397,11 @@ pub fn response_body(max: usize) -> Option<Vec<u8>> {
     (status == STATUS_OK).then_some(value).flatten()
 }
 
-/// Kinds of host metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Metric {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-pub fn define_metric(kind: Metric, name: &str) -> Option<u32> {
+pub fn define_metric(kind: Kind, name: &str) -> Option<u32> {
     let kind = match kind {
-        Metric::Counter => METRIC_COUNTER,
-        Metric::Gauge => METRIC_GAUGE,
-        Metric::Histogram => METRIC_HISTOGRAM,
+        Kind::Counter => METRIC_COUNTER,
+        Kind::Gauge => METRIC_GAUGE,
+        Kind::Histogram => METRIC_HISTOGRAM,
     };
     let mut id = 0;
     // SAFETY: pointers are valid for the duration of the call.
@@ -318,7 +410,7 @@ pub fn define_metric(kind: Metric, name: &str) -> Option<u32> {
 }
 
 pub fn define_counter(name: &str) -> Option<u32> {
-    define_metric(Metric::Counter, name)
+    define_metric(Kind::Counter, name)
 }
 
 pub fn increment(id: u32, by: i64) -> bool {

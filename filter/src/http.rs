@@ -1,33 +1,29 @@
-//! The HTTP filter: one pass over the response headers decides whether the response may be
-//! failing; only then are Envoy's properties read, the verdict classified and written. `on_log`
-//! catches failures that appear after the headers and feeds metrics and filter state.
-//! Rules from envoy-signals §1–2: never read request headers after the request phase, never
-//! write headers in `on_log`.
+//! The HTTP filter: reads what Envoy hands over, calls the two response stages of
+//! `meshtriage_core::stages` (header stage, end-of-stream stage) and writes what they plan:
+//! the verdict header, metrics and filter state. Every decision is in the core; this file
+//! performs host calls only (docs/architecture.md).
 
 use crate::host::{self, Map};
 use crate::metrics;
-use crate::root::Settings;
+use crate::settings::{Settings, FILTER_STATE};
 use crate::window;
-use meshtriage_core::flags::{Flag, ResponseFlags};
 use meshtriage_core::hop_by_hop::HopByHop;
 use meshtriage_core::metrics as names;
-use meshtriage_core::response::{parse_grpc_status, trusts_upstream, ResponseScan};
-use meshtriage_core::sfv;
-use meshtriage_core::upstream::{
-    bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
+use meshtriage_core::response::{parse_grpc_status, ResponseScan};
+use meshtriage_core::stages::{
+    self, BodyProbe, EndInput, HeaderAction, HeaderInput, ProbeStep, Reads, SignalReads,
 };
+use meshtriage_core::upstream::UpstreamEvidence;
 use meshtriage_core::window::Counts;
 use meshtriage_core::wire::HeaderPairs;
-use meshtriage_core::{classify, is_failing, Direction, Outcome, Phase, Signals, Verdict};
+use meshtriage_core::{Direction, Phase, Signals, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 
-/// Filter-state key: `%FILTER_STATE(wasm.meshtriage:PLAIN)%` in access logs.
-const FILTER_STATE: &str = "meshtriage";
-
 pub struct HttpFilter {
     settings: Rc<Settings>,
+    /// The listener direction, read at most once per request.
     dir: Option<Direction>,
     /// The response-headers callback ran (this filter sits where it sees the response).
     saw_headers: bool,
@@ -50,16 +46,8 @@ pub struct HttpFilter {
     published: bool,
     /// `xds.cluster_name`, read at most once (`Some(None)`: no cluster, e.g. no route).
     cluster: Option<Option<String>>,
-    /// A failing response whose small body may be another Envoy's local reply: read as it
-    /// passes, it refines the verdict at the end of the stream.
+    /// The header stage's body probe (a possible local reply of another Envoy).
     probe: Option<Box<BodyProbe>>,
-}
-
-/// The body of a response that may be another Envoy's local reply, and the header-phase
-/// signals to classify it again with.
-struct BodyProbe {
-    signals: Signals,
-    body: Vec<u8>,
 }
 
 impl HttpFilter {
@@ -92,8 +80,13 @@ impl HttpFilter {
 
     fn cluster(&mut self) -> Option<&str> {
         self.cluster
-            .get_or_insert_with(|| host::property_string(b"xds\0cluster_name"))
+            .get_or_insert_with(host::cluster_name)
             .as_deref()
+    }
+
+    /// `upstream.request_attempt_count`, read at most once per request.
+    fn attempts(&mut self) -> u64 {
+        *self.attempts.get_or_insert_with(host::attempt_count)
     }
 
     /// The request's cluster was over its retry budget at this worker's last window flush.
@@ -106,65 +99,13 @@ impl HttpFilter {
                 .is_some_and(|c| window::over_budget(&settings, dir, c))
     }
 
-    /// Reads the properties a classification needs (failure path only).
-    /// Properties only some classes use are read only when the flags make them matter.
-    fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
-        let dir = self.direction();
-        let in_log = phase == Phase::Log;
-        let retry_budget_exceeded = self.retry_budget_exceeded(dir);
-        let flags = host::property(b"response\0flags")
-            .map(|b| ResponseFlags::from_property(&b))
-            .unwrap_or_default();
-        // On a failed connect (UF) the connect duration measures the failure (no slow_connect).
-        // The transport failure reason is not read: Envoy copies it into the code details.
-        let failed_connect = flags.has(Flag::UF);
-        Signals {
-            phase,
-            status,
-            flags,
-            details: host::property_string(b"response\0code_details"),
-            transport_failure: None,
-            grpc_status: self.grpc_trailer,
-            attempts: self.attempts(),
-            direction: dir,
-            response_started: self.saw_headers && self.header_status.is_some_and(|s| s < 400),
-            chunked: self.chunked,
-            declared_response_bytes: self.content_length,
-            response_body_bytes: if in_log {
-                host::property_u64(b"response\0size").unwrap_or(0)
-            } else {
-                0
-            },
-            request_body_bytes: self.request_bytes,
-            hop_by_hop: self.hop_by_hop,
-            upstream_mtls: false, // read by `classify` only for transport-layer verdicts
-            connect_nanos: if failed_connect {
-                None
-            } else {
-                host::property_u64(b"upstream\0cx_pool_ready_duration")
-            },
-            retry_budget_exceeded,
-            upstream: UpstreamEvidence::None,
-        }
-    }
-
-    /// `upstream.request_attempt_count`, read at most once per request.
-    fn attempts(&mut self) -> u64 {
-        *self.attempts.get_or_insert_with(|| {
-            host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0)
-        })
-    }
-
-    fn header_name(&self) -> Option<&str> {
-        self.settings.config.header.as_deref()
-    }
-
     fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(buf) = host::header_map(Map::ResponseHeaders) else {
             metrics::internal_error("response headers unavailable");
             return Action::Continue;
         };
-        let scan = ResponseScan::scan(HeaderPairs::new(&buf), self.header_name());
+        let header_name = self.settings.config.header.as_deref();
+        let scan = ResponseScan::scan(HeaderPairs::new(&buf), header_name);
         self.saw_headers = true;
         self.header_status = scan.status;
         self.chunked = scan.chunked;
@@ -179,132 +120,42 @@ impl HttpFilter {
         if scan.grpc_status_malformed {
             metrics::internal_error("malformed grpc-status from upstream");
         }
-        let cfg = &self.settings.config;
-        if !scan.may_fail(cfg) {
-            // Success: never pass a verdict through.
-            if !scan.verdict_lines.is_empty() {
-                self.remove_verdict_header();
-            }
-            return Action::Continue;
-        }
-        self.classify_response(scan, end_of_stream)
-    }
-
-    fn classify_response(&mut self, scan: ResponseScan, end_of_stream: bool) -> Action {
-        let mut s = self.signals(Phase::ResponseHeaders, scan.status);
-        s.grpc_status = scan.grpc_status;
         let settings = self.settings.clone();
-        let cfg = &settings.config;
-        let mut kept_entries = None;
-        if s.via_upstream() {
-            if !scan.verdict_lines.is_empty() && trusts_upstream(cfg, s.direction) {
-                let lines: Vec<&[u8]> = scan.verdict_lines.iter().map(Vec::as_slice).collect();
-                match bound_entries(&lines) {
-                    Ok(Some(e)) => {
-                        s.upstream = UpstreamEvidence::Verdicts {
-                            layer: e.layer,
-                            class: e.class,
-                        };
-                        kept_entries = Some(e.header);
-                    }
-                    Ok(None) => {}
-                    Err(_) => metrics::count(names::MALFORMED_UPSTREAM.to_string()),
-                }
-            }
-            if kept_entries.is_none() {
-                if let Some(ps) = scan.proxy_status.as_deref() {
-                    match parse_proxy_status(ps) {
-                        Some(evidence) => s.upstream = evidence,
-                        None if sfv::parse_list(ps).is_err() => {
-                            metrics::internal_error("malformed proxy-status from upstream")
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
-        // No entries and no proxy-status: the body may still be another Envoy's local reply.
-        // Envoy cannot hold the headers and hand the body over first (proxy-wasm turns a pause
-        // into StopAllIterationAndWatermark: no body callback until the headers go on), so the
-        // header keeps what the headers prove, and the body refines metrics and filter state.
-        if s.via_upstream()
-            && kept_entries.is_none()
-            && s.upstream == UpstreamEvidence::None
-            && !end_of_stream
-            && scan.may_carry_local_reply()
-        {
-            self.probe = Some(Box::new(BodyProbe {
-                signals: s.clone(),
-                body: Vec::new(),
-            }));
-        }
-        self.decide(&scan, s, kept_entries);
-        Action::Continue
-    }
-
-    /// The probed body is another Envoy's local reply: the final verdict credits that proxy.
-    fn refine_from_body(&mut self) {
-        let Some(probe) = self.probe.take() else {
-            return;
+        let input = HeaderInput {
+            scan: &scan,
+            end_of_stream,
         };
-        let BodyProbe { mut signals, body } = *probe;
-        let Some(evidence) = local_reply_class(&body) else {
-            return;
-        };
-        signals.upstream = evidence;
-        let settings = self.settings.clone();
-        if is_failing(&signals, &settings.config) {
-            let outcome = classify_mtls(&mut signals, &settings.config);
-            self.verdict = Some(Verdict::new(outcome, &signals, &settings.hop));
-            self.encoded = None;
-            self.published = false;
+        let plan = stages::plan_headers(input, &settings.config, &settings.hop, self);
+        if plan.malformed.upstream_verdict {
+            metrics::count(names::MALFORMED_UPSTREAM.to_string());
         }
-    }
-
-    /// The probed body is complete: refine now, while the trace span is still open.
-    fn refine_before_span(&mut self) {
-        self.refine_from_body();
-        if !self.published {
-            self.publish();
+        if plan.malformed.proxy_status {
+            metrics::internal_error("malformed proxy-status from upstream");
         }
-    }
-
-    /// Classifies a response that may be failing and writes the header.
-    fn decide(&mut self, scan: &ResponseScan, s: Signals, kept_entries: Option<String>) {
-        let settings = self.settings.clone();
-        let cfg = &settings.config;
-        if !is_failing(&s, cfg) {
-            if !scan.verdict_lines.is_empty() {
-                self.remove_verdict_header();
-            }
-            return;
-        }
-        let mut s = s;
-        let verdict = Verdict::new(classify_mtls(&mut s, cfg), &s, &settings.hop);
-        if let Some(name) = cfg.header.as_deref() {
-            let ok = match (&kept_entries, cfg.expose_header) {
-                (_, false) => {
-                    scan.verdict_lines.is_empty() || host::remove_header(Map::ResponseHeaders, name)
+        self.probe = plan.probe;
+        if let Some(name) = settings.config.header.as_deref() {
+            let ok = match plan.header {
+                HeaderAction::Keep => true,
+                HeaderAction::Strip => host::remove_header(Map::ResponseHeaders, name),
+                HeaderAction::Replace(entries) => {
+                    host::replace_header(Map::ResponseHeaders, name, &entries)
                 }
-                (Some(entries), true) => host::replace_header(Map::ResponseHeaders, name, entries),
-                (None, true) => {
-                    let text = self.encoded.insert(verdict.encode(cfg.include_detail));
-                    host::replace_header(Map::ResponseHeaders, name, text)
+                HeaderAction::Write(text) => {
+                    host::replace_header(Map::ResponseHeaders, name, self.encoded.insert(text))
                 }
             };
             if !ok {
                 metrics::internal_error("could not write the verdict header");
             }
         }
-        if cfg.proxy_status && kept_entries.is_none() {
-            if let Some(ps) = verdict.proxy_status() {
-                host::add_header(Map::ResponseHeaders, "proxy-status", &ps);
-            }
+        if let Some(ps) = plan.proxy_status {
+            host::add_header(Map::ResponseHeaders, "proxy-status", &ps);
         }
-        self.verdict = Some(verdict);
+        self.verdict = plan.verdict;
         // Now, not in `on_log`: Envoy finishes the trace span before it runs the access
         // loggers, and the span's tags read this state (docs/tracing.md).
         self.publish();
+        Action::Continue
     }
 
     /// Writes the verdict to filter state: the whole text (the header's, when it was written)
@@ -325,11 +176,26 @@ impl HttpFilter {
         self.published = true;
     }
 
-    fn remove_verdict_header(&self) {
-        if let Some(name) = self.header_name() {
-            if !host::remove_header(Map::ResponseHeaders, name) {
-                metrics::internal_error("could not remove an upstream verdict header");
-            }
+    /// The end-of-stream stage, and the filter state when its verdict is new. Also run before
+    /// `on_log`, while the trace span is still open, where the evidence is complete: at the end
+    /// of a probed body and on a failing gRPC trailer; `on_log` then runs it again to no effect.
+    fn settle(&mut self) {
+        let settings = self.settings.clone();
+        let input = EndInput {
+            saw_headers: self.saw_headers,
+            response_complete: self.response_complete,
+            grpc_trailer: self.grpc_trailer,
+            verdict: self.verdict.take(),
+            probe: self.probe.take(),
+        };
+        let end = stages::finish(input, &settings.config, &settings.hop, self);
+        if end.changed {
+            self.encoded = None;
+            self.published = false;
+        }
+        self.verdict = end.verdict;
+        if !self.published {
+            self.publish();
         }
     }
 
@@ -337,8 +203,7 @@ impl HttpFilter {
     fn finish(&mut self) {
         let dir = self.direction();
         metrics::count_request(dir);
-        self.refine_from_body();
-        self.classify_late();
+        self.settle();
         self.account(dir);
         let Some(v) = &self.verdict else {
             return;
@@ -350,38 +215,6 @@ impl HttpFilter {
                 names::failed_request_bytes(dir, v.layer),
                 self.request_bytes,
             );
-        }
-        // A verdict of the headers or trailers is already there; a late one is written now.
-        if !self.published {
-            self.publish();
-        }
-    }
-
-    /// A failure the headers did not show: a failing gRPC status in the trailers, or one
-    /// Envoy's flags record at the end (reset, truncation, client gone).
-    fn classify_late(&mut self) {
-        let cfg = &self.settings.config;
-        let late_grpc = self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
-        // A response that reached its end of stream cannot have failed after its headers (late
-        // failures never get an end-of-stream callback), so a success needs no flag read.
-        if self.verdict.is_none() && (!self.response_complete || late_grpc) {
-            let flags = host::property(b"response\0flags")
-                .map(|b| ResponseFlags::from_property(&b))
-                .unwrap_or_default();
-            if flags.any_failure() || late_grpc || !self.saw_headers {
-                let status = host::property_i64(b"response\0code")
-                    .and_then(|c| u16::try_from(c).ok())
-                    .filter(|c| *c != 0);
-                let mut s = self.signals(Phase::Log, status);
-                let settings = self.settings.clone();
-                if is_failing(&s, &settings.config) {
-                    self.verdict = Some(Verdict::new(
-                        classify_mtls(&mut s, &settings.config),
-                        &s,
-                        &settings.hop,
-                    ));
-                }
-            }
         }
     }
 
@@ -408,19 +241,52 @@ impl HttpFilter {
     }
 }
 
-/// Classifies; a transport-layer verdict then reads the upstream certificate for the `mtls`
-/// hint (one host call only there) and is classified again with it.
-fn classify_mtls(s: &mut Signals, cfg: &meshtriage_core::Config) -> Outcome {
-    let outcome = classify(s, cfg);
-    if !outcome.wants_mtls() {
-        return outcome;
+/// The host reads the stages ask for.
+impl Reads for HttpFilter {
+    fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
+        let dir = self.direction();
+        let retry_budget_exceeded = self.retry_budget_exceeded(dir);
+        let flags = host::response_flags();
+        Signals {
+            phase,
+            status,
+            flags,
+            details: host::code_details(),
+            transport_failure: None, // Envoy copies it into the code details
+            grpc_status: self.grpc_trailer,
+            attempts: self.attempts(),
+            direction: dir,
+            response_started: self.saw_headers && self.header_status.is_some_and(|s| s < 400),
+            chunked: self.chunked,
+            declared_response_bytes: self.content_length,
+            response_body_bytes: if SignalReads::response_size(phase) {
+                host::response_size().unwrap_or(0)
+            } else {
+                0
+            },
+            request_body_bytes: self.request_bytes,
+            hop_by_hop: self.hop_by_hop,
+            upstream_mtls: false, // asked by the stages only for transport-layer verdicts
+            connect_nanos: if SignalReads::connect_duration(flags) {
+                host::cx_pool_ready_nanos()
+            } else {
+                None
+            },
+            retry_budget_exceeded,
+            upstream: UpstreamEvidence::None,
+        }
     }
-    s.upstream_mtls = host::property_string(b"upstream\0uri_san_peer_certificate")
-        .is_some_and(|san| san.starts_with("spiffe://"));
-    if s.upstream_mtls {
-        classify(s, cfg)
-    } else {
-        outcome
+
+    fn upstream_mtls(&mut self) -> bool {
+        host::upstream_is_mesh_workload()
+    }
+
+    fn response_flags(&mut self) -> meshtriage_core::flags::ResponseFlags {
+        host::response_flags()
+    }
+
+    fn response_code(&mut self) -> Option<u16> {
+        host::response_code()
     }
 }
 
@@ -445,25 +311,19 @@ impl HttpContext for HttpFilter {
         let Some(probe) = self.probe.as_mut() else {
             return Action::Continue;
         };
-        if body_size == 0 {
-            if end_of_stream {
-                self.refine_before_span();
-            }
-            return Action::Continue;
+        match probe.step(body_size) {
+            ProbeStep::Skip => {}
+            ProbeStep::GiveUp => self.probe = None,
+            ProbeStep::Read => match host::response_body(body_size) {
+                Some(chunk) => probe.body.extend_from_slice(&chunk),
+                None => {
+                    self.probe = None;
+                    metrics::internal_error("response body unavailable");
+                }
+            },
         }
-        if probe.body.len() + body_size > MAX_LOCAL_REPLY_BODY {
-            self.probe = None; // bigger than any local reply: no body evidence
-            return Action::Continue;
-        }
-        match host::response_body(body_size) {
-            Some(chunk) => probe.body.extend_from_slice(&chunk),
-            None => {
-                self.probe = None;
-                metrics::internal_error("response body unavailable");
-            }
-        }
-        if end_of_stream {
-            self.refine_before_span();
+        if end_of_stream && self.probe.is_some() {
+            self.settle();
         }
         Action::Continue
     }
@@ -479,14 +339,9 @@ impl HttpContext for HttpFilter {
                 None => metrics::internal_error("malformed grpc-status trailer"),
             }
         }
-        // A failing status: classified now, while the trace span is still open.
         let cfg = &self.settings.config;
-        if self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g)) {
-            self.refine_from_body();
-            self.classify_late();
-            if !self.published {
-                self.publish();
-            }
+        if self.probe.is_some() || self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g)) {
+            self.settle();
         }
         Action::Continue
     }

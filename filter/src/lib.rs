@@ -6,6 +6,7 @@ mod host;
 mod http;
 mod metrics;
 mod root;
+mod settings;
 mod tcp;
 mod window;
 

@@ -1,9 +1,9 @@
 //! Counters, defined once per VM (the host returns a new id per definition) and cached here.
 //! Increments never fail the request: a host error is swallowed.
 
-use crate::host::{self, Metric};
+use crate::host;
 use meshtriage_core::hop_by_hop::{HopHeader, HOP_HEADERS};
-use meshtriage_core::metrics as names;
+use meshtriage_core::metrics::{self as names, Kind};
 use meshtriage_core::{Class, Direction, Layer, Origin, Side};
 use std::cell::RefCell;
 
@@ -48,11 +48,11 @@ thread_local! {
 }
 
 fn id_for(name: String) -> Option<u32> {
-    id_of(Metric::Counter, name)
+    id_of(Kind::Counter, name)
 }
 
 /// Names are unique across kinds (counters end in `_total`), so one registry serves all.
-fn id_of(kind: Metric, name: String) -> Option<u32> {
+fn id_of(kind: Kind, name: String) -> Option<u32> {
     IDS.with(|ids| {
         ids.try_borrow_mut()
             .ok()?
@@ -62,14 +62,14 @@ fn id_of(kind: Metric, name: String) -> Option<u32> {
 
 /// Sets the gauge `name`.
 pub fn gauge(name: String, value: u64) {
-    if let Some(id) = id_of(Metric::Gauge, name) {
+    if let Some(id) = id_of(Kind::Gauge, name) {
         host::record(id, value);
     }
 }
 
 /// Records one sample of the histogram `name`.
 pub fn histogram(name: String, value: u64) {
-    if let Some(id) = id_of(Metric::Histogram, name) {
+    if let Some(id) = id_of(Kind::Histogram, name) {
         host::record(id, value);
     }
 }
@@ -82,9 +82,9 @@ pub fn record_request_bytes(dir: Direction, bytes: u64) {
     }
     let id = REQUEST_BYTES.with(|cache| {
         let mut cache = cache.try_borrow_mut().ok()?;
-        let slot = cache.get_mut(dir_index(dir))?;
+        let slot = cache.get_mut(dir.index())?;
         if slot.is_none() {
-            *slot = host::define_metric(Metric::Histogram, &names::request_bytes(dir));
+            *slot = host::define_metric(Kind::Histogram, &names::request_bytes(dir));
         }
         *slot
     });
@@ -97,7 +97,7 @@ pub fn record_request_bytes(dir: Direction, bytes: u64) {
 pub fn count_hop_by_hop(dir: Direction, header: HopHeader) {
     let id = HOP_BY_HOP_IDS.with(|cache| {
         let mut cache = cache.try_borrow_mut().ok()?;
-        let slot = cache.get_mut(dir_index(dir))?.get_mut(header as usize)?;
+        let slot = cache.get_mut(dir.index())?.get_mut(header as usize)?;
         if slot.is_none() {
             *slot = host::define_counter(&names::hop_by_hop(dir, header));
         }
@@ -134,20 +134,12 @@ pub fn count(name: String) {
     }
 }
 
-fn dir_index(dir: Direction) -> usize {
-    match dir {
-        Direction::Inbound => 0,
-        Direction::Outbound => 1,
-        Direction::Unknown => 2,
-    }
-}
-
 /// `meshtriage_requests_total{dir}`: on every request, so it is only counted here and added to
 /// the host's counter by [`flush_requests`] (once per second, from the root's tick).
 pub fn count_request(dir: Direction) {
     PENDING_REQUESTS.with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
-            if let Some(n) = p.get_mut(dir_index(dir)) {
+            if let Some(n) = p.get_mut(dir.index()) {
                 *n += 1;
             }
         }
@@ -163,14 +155,14 @@ pub fn flush_requests() {
     });
     for (dir, n) in Direction::ALL
         .into_iter()
-        .map(|d| (d, pending.get(dir_index(d)).copied().unwrap_or(0)))
+        .map(|d| (d, pending.get(d.index()).copied().unwrap_or(0)))
     {
         if n == 0 {
             continue;
         }
         let id = REQUESTS.with(|cache| {
             let mut cache = cache.try_borrow_mut().ok()?;
-            let slot = cache.get_mut(dir_index(dir))?;
+            let slot = cache.get_mut(dir.index())?;
             if slot.is_none() {
                 *slot = host::define_counter(&names::requests(dir));
             }
@@ -182,17 +174,11 @@ pub fn flush_requests() {
     }
 }
 
-/// Defines the always-present series up front so dashboards see zeros, not gaps.
+/// Defines the always-present series up front (`predefined` in the core's metric table) so
+/// dashboards see zeros, not gaps.
 pub fn define_static() {
-    for name in [
-        names::CONFIG_ERRORS,
-        names::INTERNAL_ERRORS,
-        names::MALFORMED_UPSTREAM,
-    ] {
-        let _ = id_for(name.to_string());
-    }
-    for dir in [Direction::Inbound, Direction::Outbound] {
-        let _ = id_for(names::retry_budget_exceeded(dir));
+    for (kind, name) in names::predefined() {
+        let _ = id_of(kind, name);
     }
 }
 

@@ -1,12 +1,13 @@
-//! The root context: parses the configuration (never refusing it), learns this proxy's identity
-//! and its role (HTTP or network filter) from the root id, and hands streams a snapshot.
+//! The root context: parses the configuration (never refusing it), keeps each plugin's last
+//! good configuration, builds the [`Settings`] its streams share, and runs the per-second tick.
 
 use crate::host;
 use crate::http::HttpFilter;
 use crate::metrics;
+use crate::settings::{Role, Settings};
 use crate::tcp::TcpFilter;
 use crate::window;
-use meshtriage_core::{config, Config, Direction};
+use meshtriage_core::{config, Config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -40,71 +41,28 @@ fn remember(plugin: &str, config: &Config) {
 /// How often each worker merges its window delta into shared data.
 const TICK_MS: u32 = 1000;
 
-/// Root id that selects the network (L4) filter; anything else is the HTTP filter.
-pub const TCP_ROOT_ID: &str = "meshtriage-tcp";
-
-/// What every stream of this plugin shares (read-only).
-#[derive(Debug, Default)]
-pub struct Settings {
-    pub config: Config,
-    /// This proxy's identity, written as `hop`.
-    pub hop: String,
-    /// Shared-data key of this plugin's sliding window (retry budget, payload sizes).
-    pub window_key: String,
-}
-
-impl Settings {
-    /// The configured `direction`, else Envoy's `xds.listener_direction` for the stream or
-    /// connection being handled (one host call: callers read it at most once).
-    pub fn direction(&self) -> Direction {
-        self.config.direction.unwrap_or_else(|| {
-            host::property_i64(b"xds\0listener_direction")
-                .map_or(Direction::Unknown, Direction::from_envoy)
-        })
-    }
-}
-
 #[derive(Default)]
 pub struct Root {
     settings: Rc<Settings>,
-    tcp: bool,
 }
 
-/// Config `hop`, else Istio node metadata `NAME.NAMESPACE`, else the node id.
-fn hop_identity(config: &Config) -> String {
-    if let Some(hop) = &config.hop {
-        return hop.clone();
-    }
-    let name = host::property_string(b"xds\0node\0metadata\0NAME");
-    let namespace = host::property_string(b"xds\0node\0metadata\0NAMESPACE");
-    match (name, namespace) {
-        (Some(n), Some(ns)) => format!("{n}.{ns}"),
-        (Some(n), None) => n,
-        _ => host::property_string(b"xds\0node\0id").unwrap_or_default(),
-    }
-}
-
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, size: usize) -> bool {
-        self.tcp = host::property_string(b"plugin_root_id").as_deref() == Some(TCP_ROOT_ID);
-        metrics::define_static();
+impl Root {
+    /// The configuration to run on: the new one if it is good, else the last good one (else
+    /// the defaults), with one error line naming every bad key.
+    fn configuration(size: usize, plugin: &str) -> Config {
         let parsed = match host::plugin_configuration(size) {
             Some(bytes) => config::parse(&bytes),
-            None => Err(config::ConfigError {
-                field: "(document)".into(),
-                reason: "the host did not return the configuration".into(),
-            }),
+            None => Err(config::ConfigError::document(
+                "the host did not return the configuration",
+            )),
         };
-        let plugin = host::property_string(b"plugin_name").unwrap_or_default();
-        let config = match parsed {
+        match parsed {
             Ok(c) => {
-                remember(&plugin, &c);
+                remember(plugin, &c);
                 c
             }
             Err(e) => {
-                let (config, kept) = match last_good(&plugin) {
+                let (config, kept) = match last_good(plugin) {
                     Some(c) => (c, "keeping the last good configuration"),
                     None => (Config::default(), "using the defaults"),
                 };
@@ -113,15 +71,20 @@ impl RootContext for Root {
                 metrics::count(meshtriage_core::metrics::CONFIG_ERRORS.to_string());
                 config
             }
-        };
-        let hop = sanitize_hop(hop_identity(&config));
-        let window_key = format!("meshtriage.window.{plugin}");
-        self.settings = Rc::new(Settings {
-            config,
-            hop,
-            window_key,
-        });
-        if !self.tcp && !host::set_tick_period(TICK_MS) {
+        }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let role = Role::from_root_id(host::plugin_root_id().as_deref());
+        metrics::define_static();
+        let plugin = host::plugin_name().unwrap_or_default();
+        let config = Root::configuration(size, &plugin);
+        self.settings = Rc::new(Settings::new(config, role, &plugin));
+        if role == Role::Http && !host::set_tick_period(TICK_MS) {
             metrics::internal_error("could not set the tick period");
         }
         // Never refuse: a refused configuration blocks the whole Envoy/Istio push.
@@ -140,10 +103,9 @@ impl RootContext for Root {
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(if self.tcp {
-            ContextType::StreamContext
-        } else {
-            ContextType::HttpContext
+        Some(match self.settings.role {
+            Role::Http => ContextType::HttpContext,
+            Role::Tcp => ContextType::StreamContext,
         })
     }
 
@@ -154,12 +116,4 @@ impl RootContext for Root {
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
         Some(Box::new(TcpFilter::new(self.settings.clone())))
     }
-}
-
-/// Node ids and metadata are free text; the header needs printable ASCII.
-fn sanitize_hop(hop: String) -> String {
-    hop.chars()
-        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
-        .take(253)
-        .collect()
 }

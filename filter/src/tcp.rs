@@ -8,16 +8,12 @@
 
 use crate::host;
 use crate::metrics;
-use crate::root::Settings;
-use meshtriage_core::flags::ResponseFlags;
+use crate::settings::{Settings, FILTER_STATE};
 use meshtriage_core::metrics as names;
 use meshtriage_core::tcp::{classify_tcp, tcp_verdict, Closer, TcpSignals};
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, PeerType};
 use std::rc::Rc;
-
-/// Filter-state key: `%FILTER_STATE(wasm.meshtriage:PLAIN)%` in access logs.
-const FILTER_STATE: &str = "meshtriage";
 
 pub struct TcpFilter {
     settings: Rc<Settings>,
@@ -55,26 +51,22 @@ impl TcpFilter {
         let dir = self.settings.direction();
         TcpSignals {
             direction: dir,
-            flags: host::property(b"response\0flags")
-                .map(|b| ResponseFlags::from_property(&b))
-                .unwrap_or_default(),
-            upstream_failure: host::property_string(b"upstream\0transport_failure_reason"),
-            downstream_failure: host::property_string(b"connection\0transport_failure_reason"),
-            termination: host::property_string(b"connection\0termination_details"),
+            flags: host::response_flags(),
+            upstream_failure: host::upstream_transport_failure(),
+            downstream_failure: host::downstream_transport_failure(),
+            termination: host::termination_details(),
             downstream_closed: self.downstream_closed,
             upstream_fin: self.upstream_fin,
-            proxied: host::property_string(b"xds\0cluster_name").is_some()
-                || host::property_string(b"upstream\0address").is_some(),
+            proxied: host::cluster_name().is_some() || host::has_upstream_address(),
             bytes_from_downstream: self.bytes_from_downstream,
             bytes_to_downstream: self.bytes_to_downstream,
             quiet_nanos: match (self.last_activity, self.closed_at) {
                 (Some(last), Some(end)) => Some(end.saturating_sub(last)),
                 _ => None,
             },
-            attempts: host::property_u64(b"upstream\0request_attempt_count").unwrap_or(0),
-            connect_nanos: host::property_u64(b"upstream\0cx_pool_ready_duration"),
-            upstream_mtls: host::property_string(b"upstream\0uri_san_peer_certificate")
-                .is_some_and(|s| s.starts_with("spiffe://")),
+            attempts: host::attempt_count(),
+            connect_nanos: host::cx_pool_ready_nanos(),
+            upstream_mtls: host::upstream_is_mesh_workload(),
         }
     }
 
@@ -129,7 +121,7 @@ impl StreamContext for TcpFilter {
     }
 
     fn on_upstream_close(&mut self, _peer_type: PeerType) {
-        // Envoy calls it only when the upstream sent FIN (envoy-signals §2).
+        // Envoy calls it only when the upstream sent FIN (docs/envoy-signals.md §2).
         self.upstream_fin = true;
     }
 

@@ -6,9 +6,9 @@
 
 use crate::host::{self, SetShared};
 use crate::metrics;
-use crate::root::Settings;
+use crate::settings::Settings;
 use meshtriage_core::metrics as names;
-use meshtriage_core::window::{dir_index, Counts, Layout, Pending, Sampler, Table};
+use meshtriage_core::window::{Counts, Layout, Pending, Sampler, Table};
 use meshtriage_core::Direction;
 use std::cell::RefCell;
 
@@ -131,7 +131,7 @@ pub fn flush(settings: &Settings) {
         return;
     };
     for dir in Direction::ALL {
-        let i = dir_index(dir);
+        let i = dir.index();
         if let Some(n) = ev.newly_over.get(i).filter(|n| **n > 0) {
             log::info!("retries over budget on {n} {} cluster(s)", dir.as_str());
             for _ in 0..*n {
@@ -151,7 +151,7 @@ pub fn flush(settings: &Settings) {
 fn gauges(w: &mut Worker, ev: &meshtriage_core::window::Evaluation) -> Vec<(Direction, u64, u64)> {
     let mut out = Vec::new();
     for dir in Direction::ALL {
-        let i = dir_index(dir);
+        let i = dir.index();
         let (Some(retry), Some(payload)) =
             (ev.retry_permille.get(i), ev.large_payload_permille.get(i))
         else {

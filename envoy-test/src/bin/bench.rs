@@ -2,12 +2,6 @@
 //! a no-op proxy-wasm filter, on this machine. One Envoy per variant (one worker, pinned to
 //! CPU 0), wrk pinned to CPU 1, variants interleaved over several rounds; prints medians and
 //! the spread, and ratios measured within each round. Bounded: ROUNDS × variants × SECONDS.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use meshtriage_envoy_test::bed::{cluster, listener, protocol, router, stats_tags};
 use meshtriage_envoy_test::{paths, upstream, Envoy};
@@ -88,9 +82,13 @@ fn wasm_filter(name: &str, root_id: &str, file: &Path, config: &str) -> Value {
                    "failure_policy": "FAIL_OPEN"}}})
 }
 
-fn start_envoy(name: &str, filter: Option<Value>, app_port: u16) -> (Envoy, u16) {
+fn start_envoy(
+    name: &str,
+    filter: Option<Value>,
+    app_port: u16,
+    refused_port: u16,
+) -> (Envoy, u16) {
     let dir = paths::scratch(&format!("bench-{name}"));
-    let port = paths::free_port();
     let mut filters: Vec<Value> = filter.into_iter().collect();
     filters.push(router());
     let hcm = json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": {
@@ -104,11 +102,12 @@ fn start_envoy(name: &str, filter: Option<Value>, app_port: u16) -> (Envoy, u16)
     "node": {"id": "bench", "metadata": {"NAME": "bench", "NAMESPACE": "perf"}},
     "stats_config": {"stats_tags": stats_tags()},
     "static_resources": {
-        "listeners": [listener("bench", port, Some("OUTBOUND"), vec![hcm], None)],
+        "listeners": [listener("bench", 0, Some("OUTBOUND"), vec![hcm], None)],
         "clusters": [cluster("app", app_port, protocol(json!({"http_protocol_options": {}}))),
-                     cluster("refused", upstream::refused_port(), json!({}))],
+                     cluster("refused", refused_port, json!({}))],
     }});
     let envoy = Envoy::start(&cfg, &dir);
+    let port = envoy.port("bench");
     // Envoy on CPU 0, everything else (wrk, upstream threads) on CPU 1.
     let _ = Command::new("taskset")
         .args(["-apc", "0", &envoy.pid().to_string()])
@@ -224,11 +223,17 @@ fn main() {
         noop.display()
     );
     let app = upstream::http1();
+    let refused = paths::closed_port();
     let script = paths::scratch("bench").join("bench.lua");
     std::fs::write(&script, WRK_SCRIPT).unwrap();
     let envoys = [
-        start_envoy("none", None, app.port),
-        start_envoy("noop", Some(wasm_filter("noop", "", &noop, "")), app.port),
+        start_envoy("none", None, app.port, refused.port),
+        start_envoy(
+            "noop",
+            Some(wasm_filter("noop", "", &noop, "")),
+            app.port,
+            refused.port,
+        ),
         // As the Istio manifests and envoy-test/configs deploy it: the direction stated.
         start_envoy(
             "meshtriage",
@@ -239,12 +244,14 @@ fn main() {
                 r#"{"direction": "outbound"}"#,
             )),
             app.port,
+            refused.port,
         ),
         // The default configuration: `xds.listener_direction` read on every request.
         start_envoy(
             "meshtriage-auto",
             Some(wasm_filter("meshtriage-auto", "meshtriage", &plugin, "")),
             app.port,
+            refused.port,
         ),
     ];
     println!("meshtriage bench: {rounds} rounds x {} variants x {seconds} s, wrk -t1 -c{connections} on CPU 1, Envoy 1.40 --concurrency 1 on CPU 0", VARIANTS.len());

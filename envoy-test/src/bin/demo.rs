@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! `make demo`: one Envoy 1.40 with meshtriage and upstreams that misbehave on purpose; each
 //! scenario's request is sent and the verdict printed with what to look at next.
 

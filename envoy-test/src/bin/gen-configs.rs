@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tool code
 //! Writes `envoy-test/configs/*.yaml` (the docker-compose Envoy configs) from the bed's builders.
 
 fn main() {

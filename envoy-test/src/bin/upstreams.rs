@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tool code
 //! The misbehaving upstreams of the bed on the fixed ports of `envoy-test/configs/envoy.yaml`,
 //! for docker-compose (Envoy shares this container's network namespace, so 127.0.0.1 works).
 //! `--certs DIR` first writes throwaway certificates there, then `DIR/ready`.

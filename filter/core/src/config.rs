@@ -1,6 +1,8 @@
-//! Plugin configuration: JSON (contract §5) parsed by serde into `RawConfig`, then validated
-//! into `Config`. A bad configuration is reported as one `ConfigError` naming the key; the
-//! caller keeps the last good configuration.
+//! Plugin configuration: a JSON object (README.md "Configuration") read by serde_json into a
+//! `Value` and walked by hand through one table, [`KEYS`]: each row is a key's name, its
+//! documented default, its meaning (docs/reference.md and the README are rendered from them)
+//! and the function that validates and applies it. A bad configuration is reported as one
+//! [`ConfigError`] naming every bad key; the caller keeps the last good configuration.
 
 use crate::substr;
 use crate::taxonomy::Direction;
@@ -9,7 +11,7 @@ use std::fmt;
 
 pub const DEFAULT_HEADER: &str = "x-meshtriage";
 
-/// Whether verdict entries from upstream are kept (contract §3).
+/// Whether verdict entries from upstream are kept (README.md, "The verdict header").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trust {
     /// Keep them on outbound listeners, remove them on inbound ones and when unknown.
@@ -101,61 +103,87 @@ impl Config {
     }
 }
 
-/// A configuration problem: the key and why.
+/// One problem: the key (`retry_budget.ratio`, `failure_statuses[2]`, `(document)`) and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct Problem {
     pub field: String,
     pub reason: String,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid meshtriage configuration: field `{}`: {}",
-            self.field, self.reason
-        )
+/// A bad configuration: every problem found, in key order (at least one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+/// Problems listed in the error line; the rest are counted (a hostile document may hold any
+/// number of keys, and the line must stay one readable line).
+pub const MAX_LISTED: usize = 16;
+/// Longest key name shown in the error line.
+const MAX_SHOWN_KEY: usize = 64;
+
+impl ConfigError {
+    /// A problem with the document as a whole.
+    pub fn document(reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            problems: vec![problem("(document)", reason)],
+        }
+    }
+
+    /// The keys named, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.problems.iter().map(|p| p.field.as_str())
     }
 }
 
-fn err(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid meshtriage configuration: ")?;
+        let mut unknown = false;
+        for (i, p) in self.problems.iter().take(MAX_LISTED).enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            let shown: String = p.field.chars().take(MAX_SHOWN_KEY).collect();
+            let cut = if shown.len() < p.field.len() {
+                "…"
+            } else {
+                ""
+            };
+            write!(f, "field `{shown}{cut}`: {}", p.reason)?;
+            unknown |= p.reason == UNKNOWN && !p.field.starts_with("retry_budget.");
+        }
+        if let Some(more) = self
+            .problems
+            .len()
+            .checked_sub(MAX_LISTED)
+            .filter(|n| *n > 0)
+        {
+            write!(f, "; and {more} more")?;
+        }
+        if unknown {
+            write!(f, " (known keys: {})", key_names())?;
+        }
+        Ok(())
+    }
+}
+
+fn problem(field: &str, reason: impl Into<String>) -> Problem {
+    Problem {
         field: field.to_string(),
         reason: reason.into(),
     }
 }
 
-/// The JSON document as written (contract §5); every key optional.
-#[derive(Debug, Default)]
-pub struct RawConfig {
-    pub header: Option<String>,
-    pub expose_header: Option<bool>,
-    pub hop: Option<String>,
-    pub trust_upstream: Option<RawTrust>,
-    pub failure_statuses: Option<Vec<RawStatus>>,
-    pub grpc_failure_codes: Option<Vec<u32>>,
-    pub include_detail: Option<bool>,
-    pub proxy_status: Option<bool>,
-    pub large_payload_bytes: Option<u64>,
-    pub retry_budget: Option<RetryBudget>,
-    pub direction: Option<String>,
-}
+const UNKNOWN: &str = "unknown key";
 
-#[derive(Debug)]
-pub enum RawTrust {
-    Bool(bool),
-    Text(String),
+/// The known keys, as the error line lists them.
+fn key_names() -> String {
+    KEYS.iter()
+        .map(|k| format!("`{}`", k.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
-
-#[derive(Debug)]
-pub enum RawStatus {
-    Code(u16),
-    Class(String),
-}
-
-const KEY_NAMES: &str = "`header`, `expose_header`, `hop`, `trust_upstream`, `failure_statuses`, \
-`grpc_failure_codes`, `include_detail`, `proxy_status`, `large_payload_bytes`, `retry_budget`, \
-`direction`";
 
 /// How a JSON value reads in an error ("string \"no\"", "integer `3`").
 fn shown(v: &Value) -> String {
@@ -175,119 +203,277 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn wrong(field: &str, v: &Value, expected: &str) -> ConfigError {
-    err(
+fn wrong(field: &str, v: &Value, expected: &str) -> Problem {
+    problem(
         field,
         format!("invalid type: {}, expected {expected}", shown(v)),
     )
 }
 
-fn boolean(field: &str, v: &Value) -> Result<bool, ConfigError> {
+fn boolean(field: &str, v: &Value) -> Result<bool, Problem> {
     v.as_bool().ok_or_else(|| wrong(field, v, "a boolean"))
 }
 
-fn string(field: &str, v: &Value) -> Result<String, ConfigError> {
-    v.as_str()
-        .map(str::to_string)
-        .ok_or_else(|| wrong(field, v, "a string"))
+fn string<'v>(field: &str, v: &'v Value) -> Result<&'v str, Problem> {
+    v.as_str().ok_or_else(|| wrong(field, v, "a string"))
 }
 
-fn unsigned(field: &str, v: &Value) -> Result<u64, ConfigError> {
+fn unsigned(field: &str, v: &Value) -> Result<u64, Problem> {
     v.as_u64()
         .ok_or_else(|| wrong(field, v, "a non-negative integer"))
 }
 
-fn array<'v>(field: &str, v: &'v Value) -> Result<&'v Vec<Value>, ConfigError> {
+fn array<'v>(field: &str, v: &'v Value) -> Result<&'v Vec<Value>, Problem> {
     v.as_array().ok_or_else(|| wrong(field, v, "a sequence"))
 }
 
-fn retry_budget(v: &Value) -> Result<RetryBudget, ConfigError> {
+/// Validates one key's value and applies it to the configuration.
+type Apply = fn(&mut Config, &Value) -> Result<(), Vec<Problem>>;
+
+/// One configuration key: the row every derived list comes from.
+pub struct Key {
+    pub name: &'static str,
+    /// The documented default, as JSON (`None`: computed, see `meaning`).
+    pub default: Option<&'static str>,
+    /// What the docs say when there is no JSON default.
+    pub default_text: &'static str,
+    pub meaning: &'static str,
+    apply: Apply,
+}
+
+impl Key {
+    /// The default as the docs show it.
+    pub fn default_shown(&self) -> &'static str {
+        self.default.unwrap_or(self.default_text)
+    }
+}
+
+fn one(r: Result<(), Problem>) -> Result<(), Vec<Problem>> {
+    r.map_err(|p| vec![p])
+}
+
+fn apply_header(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    one(string("header", v).and_then(|h| {
+        c.header =
+            match h {
+                "" => None,
+                name if valid_header_name(name) => Some(name.to_string()),
+                _ => return Err(problem(
+                    "header",
+                    "must be a lowercase HTTP header name (token characters, at most 64) or \"\"",
+                )),
+            };
+        Ok(())
+    }))
+}
+
+fn apply_expose_header(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    one(boolean("expose_header", v).map(|b| c.expose_header = b))
+}
+
+fn apply_hop(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    one(string("hop", v).and_then(|hop| {
+        if hop.is_empty()
+            || hop.len() > 253
+            || !hop
+                .bytes()
+                .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(problem(
+                "hop",
+                "must be 1 to 253 printable ASCII characters without spaces, quotes or backslashes",
+            ));
+        }
+        c.hop = Some(hop.to_string());
+        Ok(())
+    }))
+}
+
+fn apply_trust_upstream(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    let k = "trust_upstream";
+    c.trust_upstream = match v {
+        Value::Bool(true) => Trust::Always,
+        Value::Bool(false) => Trust::Never,
+        Value::String(s) if s == "auto" => Trust::Auto,
+        Value::String(s) => {
+            return Err(vec![problem(
+                k,
+                format!(
+                    "must be \"auto\", true or false, not {:?}",
+                    s.chars().take(64).collect::<String>()
+                ),
+            )])
+        }
+        _ => return Err(vec![wrong(k, v, "\"auto\", true or false")]),
+    };
+    Ok(())
+}
+
+fn apply_failure_statuses(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    let k = "failure_statuses";
+    let mut set = StatusSet([0; 10]);
+    for (i, item) in array(k, v).map_err(|p| vec![p])?.iter().enumerate() {
+        let field = format!("{k}[{i}]");
+        match item {
+            Value::String(t) if matches!(t.as_str(), "4xx" | "5xx") => {
+                let base = if t == "4xx" { 400 } else { 500 };
+                (base..base + 100).for_each(|code| set.insert(code));
+            }
+            _ => match item.as_u64().and_then(|c| u16::try_from(c).ok()) {
+                Some(code @ 100..=599) => set.insert(code),
+                Some(code) => {
+                    return Err(vec![problem(
+                        &field,
+                        format!("must be a status code 100-599, \"4xx\" or \"5xx\", not {code}"),
+                    )])
+                }
+                None if item.is_string() => {
+                    return Err(vec![problem(
+                        &field,
+                        format!(
+                            "must be a status code 100-599, \"4xx\" or \"5xx\", not {}",
+                            shown(item)
+                        ),
+                    )])
+                }
+                None => {
+                    return Err(vec![wrong(
+                        &field,
+                        item,
+                        "a status code or \"4xx\"/\"5xx\"",
+                    )])
+                }
+            },
+        }
+    }
+    c.failure_statuses = set;
+    Ok(())
+}
+
+fn apply_grpc_failure_codes(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    let k = "grpc_failure_codes";
+    let mut mask = 0u32;
+    for (i, item) in array(k, v).map_err(|p| vec![p])?.iter().enumerate() {
+        let field = format!("{k}[{i}]");
+        let code = unsigned(&field, item).map_err(|p| vec![p])?;
+        if code > 16 {
+            return Err(vec![problem(
+                &field,
+                format!("must be a gRPC code 0-16, not {code}"),
+            )]);
+        }
+        mask |= 1 << code;
+    }
+    c.grpc_failure_codes = mask;
+    Ok(())
+}
+
+fn apply_include_detail(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    one(boolean("include_detail", v).map(|b| c.include_detail = b))
+}
+
+fn apply_proxy_status(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    one(boolean("proxy_status", v).map(|b| c.proxy_status = b))
+}
+
+fn apply_large_payload_bytes(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    let k = "large_payload_bytes";
+    one(unsigned(k, v).and_then(|b| {
+        if b == 0 {
+            return Err(problem(k, "must be at least 1"));
+        }
+        c.large_payload_bytes = b;
+        Ok(())
+    }))
+}
+
+/// `retry_budget`: every bad sub-key is a problem of its own.
+fn apply_retry_budget(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
     let map = v
         .as_object()
-        .ok_or_else(|| wrong("retry_budget", v, "a map"))?;
+        .ok_or_else(|| vec![wrong("retry_budget", v, "a map")])?;
     let mut rb = RetryBudget::default();
+    let mut problems = Vec::new();
     for (key, v) in map {
         let field = format!("retry_budget.{key}");
-        match key.as_str() {
-            "ratio" => rb.ratio = v.as_f64().ok_or_else(|| wrong(&field, v, "a number"))?,
-            "window_seconds" => {
-                rb.window_seconds = unsigned(&field, v)?.try_into().map_err(|_| err(&field, "must be 1 to 3600"))?;
-            }
-            "min_requests" => rb.min_requests = unsigned(&field, v)?,
-            _ => return Err(err(&field, format!("unknown field `{key}`, expected one of `ratio`, `window_seconds`, `min_requests`"))),
+        let r = match key.as_str() {
+            "ratio" => v
+                .as_f64()
+                .ok_or_else(|| wrong(&field, v, "a number"))
+                .and_then(|r| {
+                    if r.is_finite() && r > 0.0 && r <= 100.0 {
+                        rb.ratio = r;
+                        Ok(())
+                    } else {
+                        Err(problem(&field, "must be a number above 0 and at most 100"))
+                    }
+                }),
+            "window_seconds" => unsigned(&field, v).and_then(|w| match u32::try_from(w) {
+                Ok(w @ 1..=3600) => {
+                    rb.window_seconds = w;
+                    Ok(())
+                }
+                _ => Err(problem(&field, "must be 1 to 3600")),
+            }),
+            "min_requests" => unsigned(&field, v).map(|m| rb.min_requests = m),
+            _ => Err(problem(
+                &field,
+                "unknown key, expected one of `ratio`, `window_seconds`, `min_requests`",
+            )),
+        };
+        if let Err(p) = r {
+            problems.push(p);
         }
     }
-    Ok(rb)
+    if problems.is_empty() {
+        c.retry_budget = rb;
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
-/// Reads the JSON object into a `RawConfig`, naming the key of the first problem.
-fn raw(doc: &Value) -> Result<RawConfig, ConfigError> {
-    let map = doc
-        .as_object()
-        .ok_or_else(|| wrong("(document)", doc, "a JSON object"))?;
-    let mut raw = RawConfig::default();
-    for (key, v) in map {
-        let k = key.as_str();
-        match k {
-            "header" => raw.header = Some(string(k, v)?),
-            "expose_header" => raw.expose_header = Some(boolean(k, v)?),
-            "hop" => raw.hop = Some(string(k, v)?),
-            "trust_upstream" => {
-                raw.trust_upstream = Some(match v {
-                    Value::Bool(b) => RawTrust::Bool(*b),
-                    Value::String(t) => RawTrust::Text(t.clone()),
-                    _ => return Err(wrong(k, v, "\"auto\", true or false")),
-                });
-            }
-            "failure_statuses" => {
-                let mut list = Vec::new();
-                for (i, item) in array(k, v)?.iter().enumerate() {
-                    list.push(match item {
-                        Value::String(t) => RawStatus::Class(t.clone()),
-                        _ => match item.as_u64().and_then(|c| u16::try_from(c).ok()) {
-                            Some(code) => RawStatus::Code(code),
-                            None => {
-                                return Err(wrong(
-                                    &format!("{k}[{i}]"),
-                                    item,
-                                    "a status code or \"4xx\"/\"5xx\"",
-                                ))
-                            }
-                        },
-                    });
-                }
-                raw.failure_statuses = Some(list);
-            }
-            "grpc_failure_codes" => {
-                let mut codes = Vec::new();
-                for (i, item) in array(k, v)?.iter().enumerate() {
-                    let field = format!("{k}[{i}]");
-                    let code = unsigned(&field, item)?;
-                    codes.push(u32::try_from(code).map_err(|_| {
-                        err(&field, format!("must be a gRPC code 0-16, not {code}"))
-                    })?);
-                }
-                raw.grpc_failure_codes = Some(codes);
-            }
-            "include_detail" => raw.include_detail = Some(boolean(k, v)?),
-            "proxy_status" => raw.proxy_status = Some(boolean(k, v)?),
-            "large_payload_bytes" => raw.large_payload_bytes = Some(unsigned(k, v)?),
-            "retry_budget" => raw.retry_budget = Some(retry_budget(v)?),
-            "direction" => raw.direction = Some(string(k, v)?),
+fn apply_direction(c: &mut Config, v: &Value) -> Result<(), Vec<Problem>> {
+    let k = "direction";
+    one(string(k, v).and_then(|d| {
+        c.direction = match d {
+            "auto" => None,
+            "inbound" => Some(Direction::Inbound),
+            "outbound" => Some(Direction::Outbound),
             _ => {
-                return Err(err(
+                return Err(problem(
                     k,
-                    format!("unknown field `{k}`, expected one of {KEY_NAMES}"),
+                    format!(
+                        "must be \"auto\", \"inbound\" or \"outbound\", not {:?}",
+                        d.chars().take(64).collect::<String>()
+                    ),
                 ))
             }
-        }
-    }
-    Ok(raw)
+        };
+        Ok(())
+    }))
 }
 
+/// Every configuration key: parsing, the key list of error lines, the docs (docs/reference.md,
+/// README) and the documented defaults all come from this table.
+pub const KEYS: [Key; 11] = [
+    Key { name: "header", default: Some("\"x-meshtriage\""), default_text: "", meaning: "verdict header name; `\"\"` disables the header", apply: apply_header },
+    Key { name: "expose_header", default: Some("true"), default_text: "", meaning: "`false`: strip all entries before responding downstream (edge gateways)", apply: apply_expose_header },
+    Key { name: "hop", default: None, default_text: "from node metadata", meaning: "identity written in `hop` (else node metadata `NAME.NAMESPACE`, else node id)", apply: apply_hop },
+    Key { name: "trust_upstream", default: Some("\"auto\""), default_text: "", meaning: "`\"auto\"` (keep upstream entries on outbound listeners only), `true`, `false`", apply: apply_trust_upstream },
+    Key { name: "failure_statuses", default: Some("[\"5xx\"]"), default_text: "", meaning: "upstream statuses that count as failing: codes or `\"4xx\"`/`\"5xx\"`", apply: apply_failure_statuses },
+    Key { name: "grpc_failure_codes", default: Some("[2, 4, 8, 12, 13, 14, 15]"), default_text: "", meaning: "gRPC codes that count as failing", apply: apply_grpc_failure_codes },
+    Key { name: "include_detail", default: Some("true"), default_text: "", meaning: "write `detail` (response code details) into the header", apply: apply_include_detail },
+    Key { name: "proxy_status", default: Some("false"), default_text: "", meaning: "also append an RFC 9209 `Proxy-Status` entry with the precise error type", apply: apply_proxy_status },
+    Key { name: "large_payload_bytes", default: Some("1048576"), default_text: "", meaning: "request or response body size from which a failing request gets the `large_payload` hint (and a request counts as large for the payload-size signal)", apply: apply_large_payload_bytes },
+    Key { name: "retry_budget", default: Some("{\"ratio\": 0.1, \"window_seconds\": 10, \"min_requests\": 20}"), default_text: "", meaning: "per cluster: retries allowed per request over a sliding window (retry budget = baseline requests per second × `ratio`), and the request volume in the window below which no verdict is made; see docs/decision-tree.md", apply: apply_retry_budget },
+    Key { name: "direction", default: Some("\"auto\""), default_text: "", meaning: "`\"inbound\"` or `\"outbound\"`: the listeners this plugin runs on, stated by the operator (the Istio manifests deploy one plugin per direction); `\"auto\"` reads `xds.listener_direction` on every request, which costs one host call each", apply: apply_direction },
+];
+
 /// Parses and validates a plugin configuration. Empty (or whitespace) means all defaults.
-/// serde_json reads the document; the keys are walked here so that every error names its key
-/// (and the module stays small: no derive or path-tracking code).
+/// serde_json reads the document; the keys are walked here through [`KEYS`] so that every
+/// error names its key, every bad key is reported at once, and the module stays small (no
+/// derive or path-tracking code).
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Config::default());
@@ -295,121 +481,27 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
         let msg = e.to_string();
         let at = substr::find(&msg, " at line ").unwrap_or(msg.len());
-        err("(document)", msg.get(..at).unwrap_or(&msg))
+        ConfigError::document(msg.get(..at).unwrap_or(&msg))
     })?;
-    Config::try_from(raw(&doc)?)
-}
-
-impl TryFrom<RawConfig> for Config {
-    type Error = ConfigError;
-
-    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        let mut c = Config::default();
-        if let Some(h) = raw.header {
-            c.header = match h.as_str() {
-                "" => None,
-                name if valid_header_name(name) => Some(name.to_string()),
-                _ => return Err(err(
-                    "header",
-                    "must be a lowercase HTTP header name (token characters, at most 64) or \"\"",
-                )),
-            };
-        }
-        if let Some(hop) = raw.hop {
-            if hop.is_empty()
-                || hop.len() > 253
-                || !hop
-                    .bytes()
-                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
-            {
-                return Err(err("hop", "must be 1 to 253 printable ASCII characters without spaces, quotes or backslashes"));
-            }
-            c.hop = Some(hop);
-        }
-        if let Some(t) = raw.trust_upstream {
-            c.trust_upstream = match t {
-                RawTrust::Bool(true) => Trust::Always,
-                RawTrust::Bool(false) => Trust::Never,
-                RawTrust::Text(s) if s == "auto" => Trust::Auto,
-                RawTrust::Text(s) => {
-                    return Err(err(
-                        "trust_upstream",
-                        format!("must be \"auto\", true or false, not {s:?}"),
-                    ))
-                }
-            };
-        }
-        if let Some(list) = raw.failure_statuses {
-            let mut set = StatusSet([0; 10]);
-            for (i, s) in list.iter().enumerate() {
-                match s {
-                    RawStatus::Code(code @ 100..=599) => set.insert(*code),
-                    RawStatus::Class(k) if matches!(k.as_str(), "4xx" | "5xx") => {
-                        let base = if k == "4xx" { 400 } else { 500 };
-                        (base..base + 100).for_each(|code| set.insert(code));
-                    }
-                    other => {
-                        let got = match other {
-                            RawStatus::Code(c) => c.to_string(),
-                            RawStatus::Class(k) => format!("{k:?}"),
-                        };
-                        return Err(err(
-                            &format!("failure_statuses[{i}]"),
-                            format!("must be a status code 100-599, \"4xx\" or \"5xx\", not {got}"),
-                        ));
-                    }
+    let map = doc.as_object().ok_or_else(|| ConfigError {
+        problems: vec![wrong("(document)", &doc, "a JSON object")],
+    })?;
+    let mut c = Config::default();
+    let mut problems = Vec::new();
+    for (name, v) in map {
+        match KEYS.iter().find(|k| k.name == name) {
+            Some(key) => {
+                if let Err(mut p) = (key.apply)(&mut c, v) {
+                    problems.append(&mut p);
                 }
             }
-            c.failure_statuses = set;
+            None => problems.push(problem(name, UNKNOWN)),
         }
-        if let Some(codes) = raw.grpc_failure_codes {
-            let mut mask = 0u32;
-            for (i, code) in codes.iter().enumerate() {
-                if *code > 16 {
-                    return Err(err(
-                        &format!("grpc_failure_codes[{i}]"),
-                        format!("must be a gRPC code 0-16, not {code}"),
-                    ));
-                }
-                mask |= 1 << code;
-            }
-            c.grpc_failure_codes = mask;
-        }
-        if let Some(b) = raw.large_payload_bytes {
-            if b == 0 {
-                return Err(err("large_payload_bytes", "must be at least 1"));
-            }
-            c.large_payload_bytes = b;
-        }
-        if let Some(rb) = raw.retry_budget {
-            if !(rb.ratio.is_finite() && rb.ratio > 0.0 && rb.ratio <= 100.0) {
-                return Err(err(
-                    "retry_budget.ratio",
-                    "must be a number above 0 and at most 100",
-                ));
-            }
-            if !(1..=3600).contains(&rb.window_seconds) {
-                return Err(err("retry_budget.window_seconds", "must be 1 to 3600"));
-            }
-            c.retry_budget = rb;
-        }
-        if let Some(d) = raw.direction {
-            c.direction = match d.as_str() {
-                "auto" => None,
-                "inbound" => Some(Direction::Inbound),
-                "outbound" => Some(Direction::Outbound),
-                _ => {
-                    return Err(err(
-                        "direction",
-                        format!("must be \"auto\", \"inbound\" or \"outbound\", not {d:?}"),
-                    ))
-                }
-            };
-        }
-        c.expose_header = raw.expose_header.unwrap_or(c.expose_header);
-        c.include_detail = raw.include_detail.unwrap_or(c.include_detail);
-        c.proxy_status = raw.proxy_status.unwrap_or(c.proxy_status);
+    }
+    if problems.is_empty() {
         Ok(c)
+    } else {
+        Err(ConfigError { problems })
     }
 }
 
@@ -421,21 +513,6 @@ fn valid_header_name(name: &str) -> bool {
         })
 }
 
-/// Every configuration key with its default and meaning (docs/config.md comes from this).
-pub const KEYS: [(&str, &str, &str); 11] = [
-    ("header", "\"x-meshtriage\"", "verdict header name; `\"\"` disables the header"),
-    ("expose_header", "true", "`false`: strip all entries before responding downstream (edge gateways)"),
-    ("hop", "from node metadata", "identity written in `hop` (else node metadata `NAME.NAMESPACE`, else node id)"),
-    ("trust_upstream", "\"auto\"", "`\"auto\"` (keep upstream entries on outbound listeners only), `true`, `false`"),
-    ("failure_statuses", "[\"5xx\"]", "upstream statuses that count as failing: codes or `\"4xx\"`/`\"5xx\"`"),
-    ("grpc_failure_codes", "[2, 4, 8, 12, 13, 14, 15]", "gRPC codes that count as failing"),
-    ("include_detail", "true", "write `detail` (response code details) into the header"),
-    ("proxy_status", "false", "also append an RFC 9209 `Proxy-Status` entry with the precise error type"),
-    ("large_payload_bytes", "1048576", "request or response body size from which a failing request gets the `large_payload` hint (and a request counts as large for the payload-size signal)"),
-    ("retry_budget", "{\"ratio\": 0.1, \"window_seconds\": 10, \"min_requests\": 20}", "per cluster: retries allowed per request over a sliding window (retry budget = baseline requests per second × `ratio`), and the request volume in the window below which no verdict is made; see docs/decision-tree.md"),
-    ("direction", "\"auto\"", "`\"inbound\"` or `\"outbound\"`: the listeners this plugin runs on, stated by the operator (the Istio manifests deploy one plugin per direction); `\"auto\"` reads `xds.listener_direction` on every request, which costs one host call each"),
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,7 +520,9 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn field(json: &str) -> String {
-        parse(json.as_bytes()).unwrap_err().field
+        let e = parse(json.as_bytes()).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        e.problems[0].field.clone()
     }
 
     #[test]
@@ -551,5 +630,72 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn every_bad_key_is_named_in_one_line() {
+        let e = parse(
+            br#"{"include_detail": 3, "headr": "x", "retry_budget": {"ratio": 0, "burst": 1},
+                "direction": "sideways", "hop": "gw.edge"}"#,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = e.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                "direction",
+                "headr",
+                "include_detail",
+                "retry_budget.burst",
+                "retry_budget.ratio"
+            ]
+        );
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        for f in fields {
+            assert!(text.contains(&format!("field `{f}`")), "{f}: {text}");
+        }
+        // The list of known keys once, for the unknown top-level key.
+        assert_eq!(text.matches("known keys").count(), 1, "{text}");
+        assert!(text.contains("`retry_budget`, `direction`"), "{text}");
+    }
+
+    #[test]
+    fn a_hostile_document_gives_a_bounded_line() {
+        let keys: Vec<String> = (0..1000)
+            .map(|i| format!("\"{}{i}\": 1", "k".repeat(200)))
+            .collect();
+        let doc = format!("{{{}}}", keys.join(","));
+        let e = parse(doc.as_bytes()).unwrap_err();
+        assert_eq!(e.problems.len(), 1000);
+        let text = e.to_string();
+        assert!(text.len() < 4000, "{}", text.len());
+        assert!(
+            text.contains(&format!("; and {} more", 1000 - MAX_LISTED)),
+            "{text}"
+        );
+    }
+
+    /// The documented defaults are the defaults: a document of every key set to its
+    /// documented default parses to `Config::default()`.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let doc = KEYS
+            .iter()
+            .filter_map(|k| k.default.map(|d| format!("\"{}\": {d}", k.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(
+            parse(format!("{{{doc}}}").as_bytes()),
+            Ok(Config::default())
+        );
+        for k in KEYS {
+            assert!(
+                k.default.is_some() == k.default_text.is_empty(),
+                "{}",
+                k.name
+            );
+            assert!(!k.meaning.is_empty());
+        }
     }
 }

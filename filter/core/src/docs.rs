@@ -1,6 +1,7 @@
 //! Markdown generated from the tables, so the docs cannot drift from the code. The root
 //! `build.rs` renders these and `tests/docs_sync.rs` checks the committed docs against them.
 
+use crate::attributes::{Kind, ATTRIBUTES};
 use crate::config::KEYS;
 use crate::flags::FLAGS;
 use crate::hop_by_hop::HOP_HEADERS;
@@ -133,37 +134,37 @@ pub fn rules_markdown() -> String {
 
 pub fn config_markdown() -> String {
     let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
-    for (k, d, m) in KEYS {
-        let _ = writeln!(out, "| `{k}` | `{d}` | {m} |");
+    for k in &KEYS {
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | {} |",
+            k.name,
+            k.default_shown(),
+            k.meaning
+        );
     }
     out
 }
 
 pub fn metrics_markdown() -> String {
-    let mut out = String::from("| metric | labels |\n|---|---|\n");
-    for (m, labels) in [
-        (metrics::REQUESTS, "`dir`"),
-        (
-            metrics::FAILURES,
-            "`dir`, `layer`, `class`, `origin`, `side`",
-        ),
-        (metrics::HOP_BY_HOP, "`dir`, `header`"),
-        (metrics::TCP_CONNECTIONS, "`dir`"),
-        (metrics::TCP_FAILURES, "`dir`, `layer`, `class`"),
-        (metrics::CONFIG_ERRORS, "—"),
-        (metrics::INTERNAL_ERRORS, "—"),
-        (metrics::MALFORMED_UPSTREAM, "—"),
-        (metrics::RETRY_BUDGET_EXCEEDED, "`dir`"),
-        (metrics::RETRY_RATIO, "`dir` (gauge)"),
-        (metrics::LARGE_PAYLOAD_FAILURE_RATIO, "`dir` (gauge)"),
-        (metrics::REQUEST_BYTES, "`dir` (histogram)"),
-        (metrics::FAILED_REQUEST_BYTES, "`dir`, `layer` (histogram)"),
-        (
-            metrics::VM_MEMORY,
-            "— (gauge, the VM's linear memory in bytes)",
-        ),
-    ] {
-        let _ = writeln!(out, "| `{m}` | {labels} |");
+    let mut out = String::from("| metric | kind | labels | meaning |\n|---|---|---|---|\n");
+    for m in metrics::METRICS {
+        let labels = if m.labels.is_empty() {
+            "—".to_string()
+        } else {
+            m.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {labels} | {} |",
+            m.name,
+            m.kind.as_str(),
+            m.help
+        );
     }
     let headers = HOP_HEADERS
         .iter()
@@ -176,6 +177,32 @@ pub fn metrics_markdown() -> String {
         let _ = writeln!(out, "- tag_name: {name}\n  regex: '{regex}'");
     }
     out.push_str("```\n");
+    out
+}
+
+/// What the plugin reads from Envoy (SECURITY.md), from `attributes::ATTRIBUTES`.
+pub fn attributes_markdown() -> String {
+    let mut out =
+        String::from("| attribute | type | read at | cost | why |\n|---|---|---|---|---|\n");
+    for a in ATTRIBUTES {
+        let when = a
+            .when
+            .iter()
+            .map(|w| w.describe())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let kind = match a.kind {
+            Kind::Int => "integer",
+            Kind::Text => "text",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {kind} | {when} | {} | {} |",
+            a.name(),
+            a.cost.describe(),
+            a.why
+        );
+    }
     out
 }
 
@@ -220,8 +247,8 @@ pub fn reference_page() -> String {
         "# meshtriage configuration and metrics\n\n<!-- Generated from filter/core/src/config.rs and \
          metrics.rs by build.rs; `make docs` rewrites it, `make test` checks it. -->\n\n\
          ## Configuration (JSON, every key optional)\n\n{}\n\
-         Unknown keys and wrong types are configuration errors: one error log line naming the key, \
-         `meshtriage_config_errors_total` + 1, and the plugin keeps running on the last good \
+         Unknown keys and wrong types are configuration errors: one error log line naming every \
+         bad key (the first 16, then how many more), `meshtriage_config_errors_total` + 1, and the plugin keeps running on the last good \
          configuration (or the defaults). It never refuses a configuration.\n\n\
          ## Metrics\n\n{}",
         config_markdown(),

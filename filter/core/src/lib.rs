@@ -2,6 +2,7 @@
 //! clock, no I/O: signals in, verdict out. Tested natively and under wasm.
 #![forbid(unsafe_code)]
 
+pub mod attributes;
 pub mod classify;
 pub mod config;
 pub mod docs;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod response;
 pub mod sfv;
 pub mod signals;
+pub mod stages;
 pub mod substr;
 pub mod taxonomy;
 pub mod tcp;

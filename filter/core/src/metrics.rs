@@ -1,6 +1,8 @@
-//! Metric names (contract §6). Tags use Istio's `name.tag=.=value;.;` convention so Envoy's
-//! `stats_tags` regexes `(tag=\.=(.*?);\.;)` turn them into Prometheus labels. Every label value
-//! comes from a closed enum.
+//! Metrics: one table, [`METRICS`] (name, kind, labels, meaning, defined up front or not),
+//! from which the docs table (README.md, docs/reference.md) and the series the plugin defines at
+//! start-up come. Tags use Istio's `name.tag=.=value;.;` convention so Envoy's `stats_tags`
+//! regexes `(tag=\.=(.*?);\.;)` turn them into Prometheus labels. Every label value comes from a
+//! closed enum.
 
 use crate::hop_by_hop::HopHeader;
 use crate::taxonomy::{Class, Direction, Layer, Origin, Side};
@@ -29,6 +31,92 @@ pub const LARGE_PAYLOAD_FAILURE_RATIO: &str = "meshtriage_large_payload_failure_
 pub const REQUEST_BYTES: &str = "meshtriage_request_bytes";
 /// Histogram: request body bytes of failing requests, by layer.
 pub const FAILED_REQUEST_BYTES: &str = "meshtriage_failed_request_bytes";
+
+/// Kinds of host metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric the plugin writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Its tags, in the order the name carries them (a subset of [`TAGS`]).
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+    /// Defined when the plugin is configured, so dashboards see zeros, not gaps: with no
+    /// labels, or for each listener direction (`inbound`, `outbound`) when `dir` is the only one.
+    pub predefined: bool,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+    predefined: bool,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        labels,
+        help,
+        predefined,
+    }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric the plugin writes.
+#[rustfmt::skip]
+pub const METRICS: [Metric; 14] = [
+    metric(REQUESTS, Counter, &["dir"], "HTTP requests seen (added once per second)", false),
+    metric(FAILURES, Counter, &["dir", "layer", "class", "origin", "side"], "failing HTTP requests by verdict", false),
+    metric(HOP_BY_HOP, Counter, &["dir", "header"], "upstream responses carrying a hop-by-hop header", false),
+    metric(TCP_CONNECTIONS, Counter, &["dir"], "connections seen by the network filter", false),
+    metric(TCP_FAILURES, Counter, &["dir", "layer", "class"], "failing connections by verdict", false),
+    metric(CONFIG_ERRORS, Counter, &[], "configurations refused for errors (the last good one stays)", true),
+    metric(INTERNAL_ERRORS, Counter, &[], "host calls that failed or malformed upstream values (debug log says which)", true),
+    metric(MALFORMED_UPSTREAM, Counter, &[], "upstream verdict headers that were not RFC 8941, dropped", true),
+    metric(RETRY_BUDGET_EXCEEDED, Counter, &["dir"], "a cluster's retries went over the retry budget (one per episode)", true),
+    metric(RETRY_RATIO, Gauge, &["dir"], "highest retries-per-request ratio (per-mille) among the direction's busy clusters", false),
+    metric(LARGE_PAYLOAD_FAILURE_RATIO, Gauge, &["dir"], "failure ratio of large requests minus that of the others (per-mille, floored at 0)", false),
+    metric(REQUEST_BYTES, Histogram, &["dir"], "request body bytes of requests with a body", false),
+    metric(FAILED_REQUEST_BYTES, Histogram, &["dir", "layer"], "request body bytes of failing requests with a body", false),
+    metric(VM_MEMORY, Gauge, &[], "the VM's linear memory in bytes, refreshed every second", false),
+];
+
+/// The full names of the series defined up front ([`Metric::predefined`]).
+pub fn predefined() -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    for m in METRICS.iter().filter(|m| m.predefined) {
+        match m.labels {
+            [] => out.push((m.kind, m.name.to_string())),
+            ["dir"] => {
+                for dir in [Direction::Inbound, Direction::Outbound] {
+                    out.push((m.kind, tagged(m.name, &[("dir", dir.as_str())])));
+                }
+            }
+            // Other label sets have unbounded combinations: never predefined.
+            _ => {}
+        }
+    }
+    out
+}
 
 /// Every tag the plugin writes, in the order names carry them.
 pub const TAGS: [&str; 6] = ["dir", "layer", "class", "origin", "side", "header"];
@@ -189,6 +277,66 @@ mod tests {
         let (base, tags) = extract(&failed_request_bytes(Direction::Inbound, Layer::L7));
         assert_eq!(base, FAILED_REQUEST_BYTES);
         assert_eq!(tags[1], ("layer".into(), "l7".into()));
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        for (i, m) in METRICS.iter().enumerate() {
+            assert!(METRICS.iter().skip(i + 1).all(|o| o.name != m.name));
+            assert!(m.name.starts_with("meshtriage_") && !m.help.is_empty());
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+            assert!(m.labels.iter().all(|l| TAGS.contains(l)), "{}", m.name);
+        }
+        // The builders tag names with the table's labels, in its order.
+        let built = [
+            (requests(Direction::Inbound), REQUESTS),
+            (
+                failures(
+                    Direction::Inbound,
+                    Layer::L4,
+                    Class::ConnectRefused,
+                    Origin::Proxy,
+                    Side::Upstream,
+                ),
+                FAILURES,
+            ),
+            (hop_by_hop(Direction::Inbound, HopHeader::Te), HOP_BY_HOP),
+            (tcp_connections(Direction::Inbound), TCP_CONNECTIONS),
+            (
+                tcp_failures(Direction::Inbound, Layer::L4, Class::ConnectRefused),
+                TCP_FAILURES,
+            ),
+            (
+                retry_budget_exceeded(Direction::Inbound),
+                RETRY_BUDGET_EXCEEDED,
+            ),
+            (retry_ratio(Direction::Inbound), RETRY_RATIO),
+            (
+                large_payload_failure_ratio(Direction::Inbound),
+                LARGE_PAYLOAD_FAILURE_RATIO,
+            ),
+            (request_bytes(Direction::Inbound), REQUEST_BYTES),
+            (
+                failed_request_bytes(Direction::Inbound, Layer::L4),
+                FAILED_REQUEST_BYTES,
+            ),
+        ];
+        for (name, base) in built {
+            let (b, tags) = extract(&name);
+            let m = METRICS.iter().find(|m| m.name == base).unwrap();
+            assert_eq!(b, base);
+            let labels: Vec<&str> = tags.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(labels, m.labels, "{base}");
+        }
+        let pre: Vec<String> = predefined().into_iter().map(|(_, n)| n).collect();
+        assert!(pre.contains(&CONFIG_ERRORS.to_string()));
+        assert!(pre.contains(&retry_budget_exceeded(Direction::Outbound)));
+        assert_eq!(pre.len(), 5);
     }
 
     #[test]

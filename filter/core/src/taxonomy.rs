@@ -118,6 +118,16 @@ impl Direction {
     pub fn parse(s: &str) -> Option<Direction> {
         Direction::ALL.into_iter().find(|d| d.as_str() == s)
     }
+
+    /// Position in [`Direction::ALL`]: the index of per-direction arrays (metric ids, gauges,
+    /// window evaluations).
+    pub const fn index(self) -> usize {
+        match self {
+            Direction::Inbound => 0,
+            Direction::Outbound => 1,
+            Direction::Unknown => 2,
+        }
+    }
 }
 
 /// One class of the taxonomy.

@@ -228,7 +228,7 @@ impl Entry {
     }
 }
 
-/// What one evaluation found, per direction (index: [`dir_index`]).
+/// What one evaluation found, per direction (index: [`Direction::index`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Evaluation {
     /// Something in the table changed (flags flipped, entries expired): write it back.
@@ -239,14 +239,6 @@ pub struct Evaluation {
     pub retry_permille: [u64; 3],
     /// [`Counts::large_payload_permille`] over all clusters of the direction.
     pub large_payload_permille: [u64; 3],
-}
-
-pub fn dir_index(dir: Direction) -> usize {
-    match dir {
-        Direction::Inbound => 0,
-        Direction::Outbound => 1,
-        Direction::Unknown => 2,
-    }
 }
 
 /// The VM-wide window: every tracked cluster's buckets.
@@ -319,7 +311,7 @@ impl Table {
         self.entries.retain_mut(|e| {
             let t = e.totals(layout, now_epoch);
             let over = t.over_budget(budget);
-            let d = dir_index(e.dir);
+            let d = e.dir.index();
             if over != e.over {
                 ev.changed = true;
                 if over {
@@ -375,7 +367,7 @@ impl Table {
         out.extend_from_slice(&self.layout.buckets.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u16).to_le_bytes());
         for e in &self.entries {
-            out.push(dir_index(e.dir) as u8);
+            out.push(e.dir.index() as u8);
             out.push(u8::from(e.over));
             let name = cut(&e.cluster);
             out.push(name.len() as u8);

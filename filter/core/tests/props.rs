@@ -202,7 +202,7 @@ fn json() -> impl Strategy<Value = Value> {
 /// A configuration object whose keys are mostly the real ones, with arbitrary values.
 fn config_object() -> impl Strategy<Value = Value> {
     let key = prop_oneof![
-        4 => proptest::sample::select(KEYS.iter().map(|k| k.0).collect::<Vec<_>>())
+        4 => proptest::sample::select(KEYS.iter().map(|k| k.name).collect::<Vec<_>>())
             .prop_map(str::to_string),
         1 => "[a-z_]{1,16}",
         1 => Just("retry_budget".to_string()),
@@ -285,7 +285,10 @@ proptest! {
     #[test]
     fn config_parse_is_total_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         if let Err(e) = config::parse(&bytes) {
-            prop_assert!(!e.field.is_empty() && !e.field.contains('?'), "{}", e);
+            prop_assert!(!e.problems.is_empty());
+            for field in e.fields() {
+                prop_assert!(!field.is_empty() && !field.contains('?'), "{}", e);
+            }
             prop_assert!(!e.to_string().contains('\n'));
         }
     }
@@ -296,9 +299,11 @@ proptest! {
         let cut = cut.index(text.len().max(1));
         let Some(prefix) = text.get(..cut) else { return Ok(()) };
         if let Err(e) = config::parse(prefix.as_bytes()) {
-            let top = e.field.split(['.', '[']).next().unwrap_or("");
-            prop_assert!(!e.field.contains('?'), "{}: {}", prefix, e);
-            prop_assert!(e.field == "(document)" || prefix.contains(&format!("\"{top}\"")), "{}: {}", prefix, e);
+            for field in e.fields() {
+                let top = field.split(['.', '[']).next().unwrap_or("");
+                prop_assert!(!field.contains('?'), "{}: {}", prefix, e);
+                prop_assert!(field == "(document)" || prefix.contains(&format!("\"{top}\"")), "{}: {}", prefix, e);
+            }
         }
     }
 
@@ -307,13 +312,15 @@ proptest! {
         if let Err(e) = config::parse(doc.to_string().as_bytes()) {
             let text = e.to_string();
             prop_assert!(!text.contains('\n'), "{}", text);
-            let top = e.field.split(['.', '[']).next().unwrap_or("");
-            let named = e.field == "(document)"
-                || KEYS.iter().any(|k| k.0 == top)
-                || doc.as_object().is_some_and(|o| o.contains_key(top));
-            prop_assert!(named, "error names no field of {}: {}", doc, text);
-            if e.field == "(document)" {
-                prop_assert!(!doc.is_object() || text.contains("trailing"), "{}: {}", doc, text);
+            for field in e.fields() {
+                let top = field.split(['.', '[']).next().unwrap_or("");
+                let named = field == "(document)"
+                    || KEYS.iter().any(|k| k.name == top)
+                    || doc.as_object().is_some_and(|o| o.contains_key(top));
+                prop_assert!(named, "error names no field of {}: {}", doc, text);
+                if field == "(document)" {
+                    prop_assert!(!doc.is_object() || text.contains("trailing"), "{}: {}", doc, text);
+                }
             }
         }
     }
