@@ -13,6 +13,7 @@ use meshtriage_core::response::{parse_grpc_status, ResponseScan};
 use meshtriage_core::stages::{
     self, BodyProbe, EndInput, HeaderAction, HeaderInput, ProbeStep, Reads, SignalReads,
 };
+use meshtriage_core::trace::end_stage_before_log;
 use meshtriage_core::upstream::UpstreamEvidence;
 use meshtriage_core::window::Counts;
 use meshtriage_core::wire::HeaderPairs;
@@ -322,7 +323,8 @@ impl HttpContext for HttpFilter {
                 }
             },
         }
-        if end_of_stream && self.probe.is_some() {
+        if end_of_stream && end_stage_before_log(self.probe.is_some(), None, &self.settings.config)
+        {
             self.settle();
         }
         Action::Continue
@@ -340,7 +342,7 @@ impl HttpContext for HttpFilter {
             }
         }
         let cfg = &self.settings.config;
-        if self.probe.is_some() || self.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g)) {
+        if end_stage_before_log(self.probe.is_some(), self.grpc_trailer, cfg) {
             self.settle();
         }
         Action::Continue

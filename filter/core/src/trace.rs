@@ -6,6 +6,7 @@
 //! Only failing requests get the keys, so only failing spans get the tags: Envoy leaves out a
 //! custom tag whose formatted value is empty, and an unset filter state formats as empty.
 
+use crate::config::Config;
 use crate::verdict::Verdict;
 
 /// Filter-state key (Envoy prefixes `wasm.`) holding the whole verdict, as the header writes it.
@@ -62,6 +63,14 @@ pub fn field_states(v: &Verdict) -> [(&'static str, &'static str); 3] {
     ]
 }
 
+/// Whether the end-of-stream stage (`stages::finish`) can run before `on_log`, while the span is
+/// open, once the response has ended: its evidence is complete when a probed body ended (the
+/// refinement) or a trailer carried a failing gRPC status (the late gRPC verdict). Every other
+/// late failure is only known to Envoy at the end of the stream, after the span.
+pub fn end_stage_before_log(probe_pending: bool, grpc_trailer: Option<u32>, cfg: &Config) -> bool {
+    probe_pending || grpc_trailer.is_some_and(|g| cfg.grpc_failing(g))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +106,21 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_end_stage_runs_early_only_on_complete_evidence() {
+        let cfg = Config::default();
+        assert!(end_stage_before_log(true, None, &cfg));
+        assert!(end_stage_before_log(false, Some(14), &cfg));
+        assert!(
+            !end_stage_before_log(false, Some(0), &cfg),
+            "OK is not failing"
+        );
+        assert!(
+            !end_stage_before_log(false, None, &cfg),
+            "a success: no reads"
+        );
     }
 
     #[test]
