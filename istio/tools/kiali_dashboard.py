@@ -50,18 +50,23 @@ DISPLAY = {"dir": "Direction", "layer": "Layer", "class": "Class", "origin": "Or
 
 
 def metric_list(readme=README):
-    """{metric: (labels, kind)} from the README's generated table; kind is counter, gauge or
-    histogram."""
+    """{metric: (labels, kind)} from the README's generated table (columns named by its header
+    row: `metric`, `labels` and `kind`; kind is counter, gauge or histogram)."""
     text = Path(readme).read_text(encoding="utf-8")
     m = re.search(r"<!-- BEGIN generated: metrics.*?-->(.*?)<!-- END generated: metrics -->", text, re.S)
     if not m:
         raise ValueError(f"{readme}: no `BEGIN generated: metrics` block")
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in m.group(1).splitlines() if line.startswith("|")]
+    if len(rows) < 3 or not {"metric", "labels", "kind"} <= set(rows[0]):
+        raise ValueError(f"{readme}: the metrics table has no metric/kind/labels columns")
+    col = {name: i for i, name in enumerate(rows[0])}
     out = {}
-    for name, labels in re.findall(r"^\| `(\w+)` \| (.*?) \|$", m.group(1), re.M):
-        kind = "gauge" if "(gauge" in labels else "histogram" if "(histogram" in labels else "counter"
-        out[name] = (re.findall(r"`(\w+)`", labels.split("(")[0]), kind)
-    if not out:
-        raise ValueError(f"{readme}: the metrics table is empty")
+    for row in rows[2:]:
+        name = row[col["metric"]].strip("`")
+        kind = row[col["kind"]]
+        if kind not in ("counter", "gauge", "histogram"):
+            raise ValueError(f"{readme}: {name}: unknown kind {kind!r}")
+        out[name] = (re.findall(r"`(\w+)`", row[col["labels"]]), kind)
     return out
 
 
