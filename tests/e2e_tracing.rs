@@ -115,11 +115,7 @@ fn failures_known_by_the_end_of_the_response_are_on_the_proxys_span() {
         assert!(traced(&t, path).is_none(), "{path}");
         assert_eq!(logged(&t, path), None, "{path}");
     }
-    assert!(
-        t.collector.errors().is_empty(),
-        "{:?}",
-        t.collector.errors()
-    );
+    assert!(t.errors().is_empty(), "{:?}", t.errors());
 }
 
 /// Failures Envoy records only when the stream ends (a truncated body, the client gone) are
@@ -194,11 +190,7 @@ fn the_routers_span_carries_a_client_gone_verdict() {
     let path = "/app/ok";
     assert!(traced(&t, path).is_none());
     no_verdict_tags(&t.upstream_span(path));
-    assert!(
-        t.collector.errors().is_empty(),
-        "{:?}",
-        t.collector.errors()
-    );
+    assert!(t.errors().is_empty(), "{:?}", t.errors());
 }
 
 /// The client sends a request to a slow upstream and leaves once it is in flight.
@@ -220,4 +212,34 @@ fn the_docs_name_every_tag() {
         let row = format!("| `{}` | `{}` |", t.tag, t.formatter());
         assert!(doc.contains(&row), "docs/tracing.md lacks the row {row}");
     }
+}
+
+/// The same tags through Envoy's OpenTelemetry tracer (OTLP/HTTP, decoded with the
+/// OpenTelemetry protobufs), the exporter behind Istio's `opentelemetry` provider: span
+/// attributes on failing spans only.
+#[test]
+fn the_opentelemetry_tracer_reports_the_same_tags() {
+    let t = match TraceBed::start_otlp("trace-otlp", "") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("SKIP the_opentelemetry_tracer_reports_the_same_tags: {why}");
+            return;
+        }
+    };
+    for (path, layer, class) in [
+        ("/uf", "l4", "connect_refused"),
+        ("/app/status/503", "l7", "app_error"),
+    ] {
+        let v = traced(&t, path).unwrap_or_else(|| panic!("{path}: no verdict on the span"));
+        assert_eq!((v.layer.as_str(), v.class()), (layer, class), "{path}");
+    }
+    let path = "/grpc/grpc-trailers/13";
+    assert_eq!(t.bed.get(path).header("x-meshtriage"), None);
+    let v = span_verdict(&t.span(path)).expect("the late gRPC verdict on the span");
+    assert_eq!(Some(v), logged(&t, path), "span and access log");
+    let path = "/app/midbody-rst";
+    assert!(t.bed.get(path).truncated);
+    no_verdict_tags(&t.span(path));
+    assert!(traced(&t, "/app/ok").is_none());
+    assert!(t.errors().is_empty(), "{:?}", t.errors());
 }

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod hostile;
 pub mod mesh;
 pub mod netlab;
+pub mod otlp;
 pub mod paths;
 pub mod scenario;
 pub mod tcp_bed;

@@ -1,10 +1,12 @@
-//! The standard bed with Envoy's Zipkin tracer on its outbound and inbound HTTP listeners,
-//! reporting every span (Zipkin API v2 JSON over HTTP) to a [`zipkin::Collector`] the bed
-//! starts. The listeners carry meshtriage's custom tags (`meshtriage_core::trace::TAGS`) as an
+//! The standard bed with a tracer on its outbound and inbound HTTP listeners, reporting every
+//! span to a receiver the bed starts: Envoy's Zipkin tracer (Zipkin API v2 JSON over HTTP) to a
+//! [`zipkin::Collector`], or its OpenTelemetry tracer (OTLP/HTTP protobuf) to an
+//! [`otlp::Receiver`]. The listeners carry meshtriage's custom tags (`meshtriage_core::trace::TAGS`) as an
 //! operator would configure them, plus [`PROBES`] that the tests use to find and compare spans.
 
 use crate::bed::{Bed, BedOptions};
-use crate::zipkin::{self, Collector, Span};
+use crate::otlp;
+use crate::zipkin::{self, Span};
 use meshtriage_core::trace::TAGS;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -17,8 +19,48 @@ pub const PROBES: [(&str, &str); 2] = [
     ("probe.resp_header", "%RESP(X-MESHTRIAGE)%"),
 ];
 
-/// The cluster of the collector.
-const CLUSTER: &str = "zipkin";
+/// The cluster of the span receiver.
+const CLUSTER: &str = "span_receiver";
+
+/// Which of Envoy's tracers reports the spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracer {
+    Zipkin,
+    OpenTelemetry,
+}
+
+impl Tracer {
+    /// The HCM tracing `provider` reporting to the receiver's cluster on `port`.
+    fn provider(self, port: u16) -> Value {
+        match self {
+            Tracer::Zipkin => json!({"name": "envoy.tracers.zipkin", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                "collector_cluster": CLUSTER,
+                "collector_endpoint": zipkin::ENDPOINT,
+                "collector_endpoint_version": "HTTP_JSON",
+                "shared_span_context": false}}),
+            Tracer::OpenTelemetry => {
+                json!({"name": "envoy.tracers.opentelemetry", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "http_service": {"http_uri": {
+                    "uri": format!("http://127.0.0.1:{port}{}", otlp::ENDPOINT),
+                    "cluster": CLUSTER, "timeout": "1s"}},
+                "service_name": "bed"}})
+            }
+        }
+    }
+
+    /// The runtime keys that make the tracer report each span at once (both batch 5 spans or
+    /// wait 5 s by default).
+    fn flush_now(self) -> Value {
+        let name = match self {
+            Tracer::Zipkin => "zipkin",
+            Tracer::OpenTelemetry => "opentelemetry",
+        };
+        json!({format!("tracing.{name}.min_flush_spans"): 1,
+               format!("tracing.{name}.flush_interval_ms"): 100})
+    }
+}
 
 /// Requests under this prefix cross a second, plain Envoy hop (a listener of the same Envoy
 /// without the plugin and without `proxy-status`) whose only route goes to the refused port:
@@ -31,32 +73,32 @@ pub const TRACE_LOG: &str = "trace.log";
 pub const TRACE_LOG_FORMAT: &str =
     "TRACE scn=%REQ(X-SCN)% trace_id=%TRACE_ID% verdict=%FILTER_STATE(wasm.meshtriage:PLAIN)%\n";
 
-/// Envoy's HCM `tracing` block: the Zipkin tracer and every custom tag. `upstream_span`: the
-/// router reports its own span per upstream attempt (`spawn_upstream_span`), a child of the
-/// proxy's span; a sidecar's Envoy as Istio configures it has only the proxy's span.
-pub fn tracing_config(upstream_span: bool) -> Value {
+/// Envoy's HCM `tracing` block: the tracer and every custom tag. `upstream_span`: the router
+/// reports its own span per upstream attempt (`spawn_upstream_span`), a child of the proxy's
+/// span; a sidecar's Envoy as Istio configures it has only the proxy's span.
+pub fn tracing_config(provider: Value, upstream_span: bool) -> Value {
     let mut tags: Vec<Value> = TAGS
         .iter()
         .map(|t| json!({"tag": t.tag, "value": t.formatter()}))
         .collect();
     tags.extend(PROBES.iter().map(|(t, v)| json!({"tag": t, "value": v})));
     json!({
-        "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
-            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
-            "collector_cluster": CLUSTER,
-            "collector_endpoint": zipkin::ENDPOINT,
-            "collector_endpoint_version": "HTTP_JSON",
-            "shared_span_context": false}},
+        "provider": provider,
         "custom_tags": tags,
         "spawn_upstream_span": upstream_span,
     })
 }
 
-/// Adds the tracer to the bed's two HTTP listeners, the collector's cluster, and a runtime
-/// layer that makes the tracer report each span at once (its default batches 5 spans or
-/// waits 5 s).
-/// The trace log goes next to the bed's access log. `plain_hop_port`: see [`PLAIN_HOP`].
-pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool, plain_hop_port: u16) {
+/// Adds the tracer to the bed's two HTTP listeners, the receiver's cluster, and a runtime
+/// layer that makes the tracer report each span at once. The trace log goes next to the bed's
+/// access log. `plain_hop_port`: see [`PLAIN_HOP`].
+pub fn add_tracer(
+    boot: &mut Value,
+    tracer: Tracer,
+    receiver_port: u16,
+    upstream_span: bool,
+    plain_hop_port: u16,
+) {
     if let Some(listeners) = boot["static_resources"]["listeners"].as_array_mut() {
         for l in listeners {
             if !matches!(l["name"].as_str(), Some("outbound" | "inbound")) {
@@ -66,7 +108,8 @@ pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool, pl
                 for f in filters {
                     if f["name"] == "envoy.filters.network.http_connection_manager" {
                         let hcm = &mut f["typed_config"];
-                        hcm["tracing"] = tracing_config(upstream_span);
+                        hcm["tracing"] =
+                            tracing_config(tracer.provider(receiver_port), upstream_span);
                         let to_hop = json!({"match": {"prefix": PLAIN_HOP},
                             "route": {"cluster": "c_plain_hop", "timeout": "2s"}});
                         if let Some(routes) =
@@ -101,7 +144,7 @@ pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool, pl
         .and_then(|p| p.as_u64())
         .unwrap_or(0) as u16;
     if let Some(clusters) = boot["static_resources"]["clusters"].as_array_mut() {
-        clusters.push(crate::bed::cluster(CLUSTER, collector_port, json!({})));
+        clusters.push(crate::bed::cluster(CLUSTER, receiver_port, json!({})));
         clusters.push(crate::bed::cluster(
             "c_plain_hop",
             plain_hop_port,
@@ -129,22 +172,60 @@ pub fn add_tracer(boot: &mut Value, collector_port: u16, upstream_span: bool, pl
             None,
         ));
     }
-    boot["layered_runtime"] = json!({"layers": [{"name": "tracing", "static_layer": {
-        "tracing.zipkin.min_flush_spans": 1,
-        "tracing.zipkin.flush_interval_ms": 100}}]});
+    boot["layered_runtime"] =
+        json!({"layers": [{"name": "tracing", "static_layer": tracer.flush_now()}]});
 }
 
-/// A traced bed: the standard bed plus its collector.
+/// Where the spans arrive.
+enum Receiver {
+    Zipkin(zipkin::Collector),
+    Otlp(otlp::Receiver),
+}
+
+/// A traced bed: the standard bed plus its span receiver.
 pub struct TraceBed {
     pub bed: Bed,
-    pub collector: Collector,
+    receiver: Receiver,
 }
 
 impl TraceBed {
-    /// `upstream_span`: see [`tracing_config`].
+    /// The Zipkin tracer; `upstream_span`: see [`tracing_config`].
     pub fn start(name: &str, plugin_config: &str, upstream_span: bool) -> TraceBed {
         let collector = zipkin::start();
         let port = collector.port;
+        Self::with(
+            name,
+            plugin_config,
+            upstream_span,
+            Tracer::Zipkin,
+            port,
+            Receiver::Zipkin(collector),
+        )
+    }
+
+    /// The OpenTelemetry tracer; `Err` says why its receiver cannot run (the test skips).
+    pub fn start_otlp(name: &str, plugin_config: &str) -> Result<TraceBed, String> {
+        let dir = crate::paths::scratch(&format!("{name}-otlp"));
+        let receiver = otlp::start(&dir)?;
+        let port = receiver.port;
+        Ok(Self::with(
+            name,
+            plugin_config,
+            false,
+            Tracer::OpenTelemetry,
+            port,
+            Receiver::Otlp(receiver),
+        ))
+    }
+
+    fn with(
+        name: &str,
+        plugin_config: &str,
+        upstream_span: bool,
+        tracer: Tracer,
+        port: u16,
+        receiver: Receiver,
+    ) -> TraceBed {
         // Held until Envoy is ready: the bed's cluster points at the plain hop's listener.
         let reservation = crate::paths::reserve_port();
         let hop = reservation.port;
@@ -153,13 +234,29 @@ impl TraceBed {
             BedOptions {
                 plugin_config: plugin_config.into(),
                 customize: Some(Rc::new(move |boot: &mut Value| {
-                    add_tracer(boot, port, upstream_span, hop)
+                    add_tracer(boot, tracer, port, upstream_span, hop)
                 })),
                 ..BedOptions::default()
             },
         );
         drop(reservation);
-        TraceBed { bed, collector }
+        TraceBed { bed, receiver }
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Span> {
+        match &self.receiver {
+            Receiver::Zipkin(c) => c.spans(),
+            Receiver::Otlp(r) => r.read().0,
+        }
+    }
+
+    /// Reports that broke the tracer's protocol (empty when all were valid).
+    pub fn errors(&self) -> Vec<String> {
+        match &self.receiver {
+            Receiver::Zipkin(c) => c.errors(),
+            Receiver::Otlp(r) => r.read().1,
+        }
     }
 
     /// The proxy's span of the request tagged `scn` (the root span: the downstream request),
@@ -193,17 +290,22 @@ impl TraceBed {
     }
 
     fn wait_span(&self, scn: &str, which: impl Fn(&Span) -> bool) -> Span {
-        self.collector
-            .wait_for(Duration::from_secs(10), |s| s.tag("scn") == Some(scn) && which(s))
-            .unwrap_or_else(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans = self.spans();
+            if let Some(s) = spans.iter().find(|s| s.tag("scn") == Some(scn) && which(s)) {
+                return s.clone();
+            }
+            if std::time::Instant::now() >= deadline {
                 panic!(
-                    "no span tagged scn={scn} reached the collector ({} reports, errors {:?}, {} spans: {:?})\n{}",
-                    self.collector.posts(),
-                    self.collector.errors(),
-                    self.collector.spans().len(),
-                    self.collector.spans().iter().map(|s| s.tag("scn").unwrap_or("")).collect::<Vec<_>>(),
+                    "no span tagged scn={scn} reached the receiver (errors {:?}, {} spans: {:?})\n{}",
+                    self.errors(),
+                    spans.len(),
+                    spans.iter().map(|s| s.tag("scn").unwrap_or("")).collect::<Vec<_>>(),
                     self.bed.envoy.diagnostics()
-                )
-            })
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
