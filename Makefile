@@ -15,7 +15,7 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 # As root it installs iptables/iproute2 too, so the real-L4 (MTU black hole) rows appear.
@@ -23,8 +23,13 @@ demo: wasm venv
 	@.ci/tools curl openssl ip iptables
 	cargo run -q -p meshtriage-envoy-test --bin demo
 
+## cli: the `meshtriage` command (explain, logs) at target/release/meshtriage
+cli:
+	cargo build --release -p meshtriage-cli --bin meshtriage
+	@echo "built target/release/meshtriage (or: cargo install --path cli)"
+
 ## test: every check and test (what CI runs)
-test: lint unit wasm-unit e2e istio
+test: lint unit wasm-unit e2e cli-test istio
 	@echo "make test: all passed"
 
 setup: targets venv tools
@@ -83,6 +88,10 @@ wasm-unit: targets tools
 e2e: wasm venv tools
 	cargo test -p meshtriage-suite -p meshtriage-envoy-test
 
+# The CLI's tests: unit, recorded Envoy output, and the real-Envoy logs-vs-plugin agreement.
+cli-test: wasm venv tools
+	cargo test -p meshtriage-cli
+
 ## test-repeat: the e2e suite N times in a row (as `make e2e` runs it); prints failures per test
 N ?= 20
 test-repeat: wasm venv tools
@@ -126,6 +135,11 @@ scenarios: wasm venv tools
 
 clean:
 	cargo clean
+
+## bench-logs: `meshtriage logs` vs `grep -c ' UF '` on a generated 1 GB Istio access log
+bench-logs:
+	cargo build -q --release -p meshtriage-cli --bin meshtriage --example gen_access_log
+	cli/bench/bench_logs.sh
 
 ## bench-instructions: Envoy instructions per request under callgrind (deterministic; slow start)
 bench-instructions: wasm venv

@@ -271,6 +271,9 @@ pub struct BedOptions {
     pub plugin_config: String,
     /// Leave the plugin out (baseline).
     pub without_plugin: bool,
+    /// Also write Istio's default text and JSON access logs, with the verdict
+    /// (`istio_log::text_log(&bed.dir)`, `istio_log::json_log(&bed.dir)`).
+    pub istio_logs: bool,
     /// Edits the bootstrap before Envoy starts (e.g. `trace_bed` adds a tracer).
     pub customize: Option<BootstrapEdit>,
 }
@@ -409,6 +412,8 @@ pub struct Bed {
     /// Inbound HTTP listener (same routes).
     pub inbound_port: u16,
     pub app: Upstream,
+    /// The bed's scratch directory (certificates, logs).
+    pub dir: std::path::PathBuf,
     _others: Vec<Upstream>,
     _blackhole: upstream::Blackhole,
     _refused: paths::ClosedPort,
@@ -455,9 +460,13 @@ impl Bed {
         if let Some(listeners) = cfg["static_resources"]["listeners"].as_array_mut() {
             listeners.iter_mut().for_each(paths::reuse_port);
         }
+        if opts.istio_logs {
+            crate::istio_log::add_to(&mut cfg, &dir);
+        }
         let envoy = Envoy::start(&cfg, &dir);
         drop((tls, mtls));
         Bed {
+            dir,
             port: envoy.port("outbound"),
             inbound_port: envoy.port("inbound"),
             envoy,

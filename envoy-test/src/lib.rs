@@ -10,6 +10,7 @@ pub mod configs;
 pub mod envoy;
 pub mod gateway;
 pub mod hostile;
+pub mod istio_log;
 pub mod mesh;
 pub mod netlab;
 pub mod otlp;

@@ -83,6 +83,19 @@ impl Flag {
     pub fn from_short_name(name: &str) -> Option<Flag> {
         FLAGS.iter().find(|f| f.1 == name).map(|f| f.0)
     }
+
+    /// The flag of a short (`UF`) or long (`UpstreamConnectionFailure`) name, as Envoy's
+    /// `%RESPONSE_FLAGS%` and `%RESPONSE_FLAGS_LONG%` print them.
+    pub fn from_name(name: &str) -> Option<Flag> {
+        FLAGS
+            .iter()
+            .find(|f| f.1 == name || f.2 == name)
+            .map(|f| f.0)
+    }
+
+    pub fn long_name(self) -> &'static str {
+        FLAGS.get(self as usize).map_or("?", |f| f.2)
+    }
 }
 
 /// Flags that never make a request failing on their own: an injected delay, a cache hit.
@@ -162,6 +175,13 @@ mod tests {
         assert_eq!(flags.short_names(), "UF,URX");
         assert_eq!(ResponseFlags::from_property(&[1, 2]), ResponseFlags(0));
         assert_eq!(ResponseFlags::parse_short_names("URX,UF"), flags);
+        assert_eq!(
+            Flag::from_name("UpstreamRetryLimitExceeded"),
+            Some(Flag::URX)
+        );
+        assert_eq!(Flag::from_name("UF"), Some(Flag::UF));
+        assert_eq!(Flag::UF.long_name(), "UpstreamConnectionFailure");
+        assert_eq!(Flag::from_name("uf"), None);
     }
 
     #[test]

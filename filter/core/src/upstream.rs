@@ -210,6 +210,24 @@ pub fn local_reply_class(body: &[u8]) -> Option<UpstreamEvidence> {
     })
 }
 
+/// The class of one of Envoy's reset reasons, spelt as in its local-reply body
+/// (`connection termination`) or its response code details (`connection_termination`).
+pub fn reset_reason_class(reason: &str) -> Option<Class> {
+    let spaced = reason.replace('_', " ");
+    RESET_REASONS
+        .iter()
+        .find(|(r, _)| spaced.starts_with(r))
+        .map(|(_, c)| *c)
+}
+
+/// The transport failure reason Envoy appends to a reset local-reply body
+/// (`..., transport failure reason: TLS_error:...`), if any.
+pub fn local_reply_transport_failure(body: &str) -> Option<&str> {
+    substr::rsplit_once(body, "transport failure reason: ")
+        .map(|(_, r)| r.trim_end())
+        .filter(|r| !r.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +319,19 @@ mod tests {
             })
         );
         assert_eq!(local_reply_class(b"{\"error\":\"db down\"}"), None);
+        assert_eq!(
+            local_reply_transport_failure(std::str::from_utf8(retried).unwrap()),
+            Some("delayed connect error: Connection refused")
+        );
+        assert_eq!(local_reply_transport_failure("no healthy upstream"), None);
+        assert_eq!(
+            reset_reason_class("connection_termination"),
+            Some(Class::ConnectionTerminated)
+        );
+        assert_eq!(
+            reset_reason_class("remote_connection_failure"),
+            Some(Class::ConnectRefused)
+        );
+        assert_eq!(reset_reason_class("banana"), None);
     }
 }
