@@ -70,8 +70,16 @@ pub const PLAIN_HOP: &str = "/plainhop/";
 /// The access log (besides the bed's) joining a request's trace id to its verdict, as an
 /// operator would write it to go from a span to the verdict the span cannot carry.
 pub const TRACE_LOG: &str = "trace.log";
-pub const TRACE_LOG_FORMAT: &str =
-    "TRACE scn=%REQ(X-SCN)% trace_id=%TRACE_ID% verdict=%FILTER_STATE(wasm.meshtriage:PLAIN)%\n";
+pub const TRACE_LOG_FORMAT: &str = "TRACE scn=%REQ(X-SCN)% trace_id=%TRACE_ID% \
+request_id=%REQ(X-REQUEST-ID)% verdict=%FILTER_STATE(wasm.meshtriage:PLAIN)%\n";
+
+/// One trace-log line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceLogLine {
+    pub trace_id: String,
+    pub request_id: String,
+    pub verdict: String,
+}
 
 /// Envoy's HCM `tracing` block: the tracer and every custom tag. `upstream_span`: the router
 /// reports its own span per upstream attempt (`spawn_upstream_span`), a child of the proxy's
@@ -270,8 +278,8 @@ impl TraceBed {
         self.wait_span(scn, |s| s.parent_id.is_some())
     }
 
-    /// The trace id and verdict text the trace log wrote for `scn` (waits up to 5 s).
-    pub fn trace_log(&self, scn: &str) -> Option<(String, String)> {
+    /// The trace-log line for `scn` (waits up to 5 s).
+    pub fn trace_log(&self, scn: &str) -> Option<TraceLogLine> {
         let path = self.bed.envoy.dir.join(TRACE_LOG);
         let needle = format!("TRACE scn={scn} ");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -279,8 +287,13 @@ impl TraceBed {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if let Some(line) = text.lines().find(|l| l.starts_with(&needle)) {
                 let rest = line.strip_prefix(&needle)?.strip_prefix("trace_id=")?;
-                let (id, verdict) = rest.split_once(" verdict=")?;
-                return Some((id.to_string(), verdict.to_string()));
+                let (trace_id, rest) = rest.split_once(" request_id=")?;
+                let (request_id, verdict) = rest.split_once(" verdict=")?;
+                return Some(TraceLogLine {
+                    trace_id: trace_id.to_string(),
+                    request_id: request_id.to_string(),
+                    verdict: verdict.to_string(),
+                });
             }
             if std::time::Instant::now() >= deadline {
                 return None;
