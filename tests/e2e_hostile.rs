@@ -433,20 +433,32 @@ fn metric_series_are_bounded_by_construction() {
 }
 
 impl HostileBed {
-    /// Prometheus text once the request counter stopped moving (the plugin adds its request
-    /// counts once per second, and Envoy flushes stats asynchronously).
+    /// Prometheus text once the request counter and the set of series stopped moving (the
+    /// plugin adds its request counts and sets its gauges once per second, on its tick, and
+    /// Envoy flushes stats asynchronously). Unchanged over two intervals of 1.2 s in a row: a
+    /// tick delayed by load past one interval (seen on a loaded 2-core machine) cannot pass for
+    /// "settled"; bounded at 30 reads (36 s).
     fn prometheus_settled(&self) -> String {
-        let mut last = String::new();
-        for _ in 0..20 {
-            let now = self.envoy.prometheus();
-            let count = |t: &str| {
-                meshtriage_envoy_test::envoy::metric_in(t, "meshtriage_requests_total", &[])
-            };
-            if !last.is_empty() && count(&now) == count(&last) {
-                return now;
-            }
-            last = now;
+        let key = |t: &str| {
+            (
+                meshtriage_envoy_test::envoy::metric_in(t, "meshtriage_requests_total", &[]),
+                series(t),
+            )
+        };
+        let mut last = self.envoy.prometheus();
+        let mut stable = 0;
+        for _ in 0..30 {
             std::thread::sleep(Duration::from_millis(1200));
+            let now = self.envoy.prometheus();
+            stable = if key(&now) == key(&last) {
+                stable + 1
+            } else {
+                0
+            };
+            last = now;
+            if stable == 2 {
+                break;
+            }
         }
         last
     }

@@ -139,7 +139,10 @@ const SCENARIOS: &[Scenario] = &[
         send: Send::GiveUp,
         ..s(
             "client disconnects before the response",
-            "/cb/slow/1500",
+            // The client gives up as soon as the request is at the upstream; the upstream
+            // would answer after 4 s (the route allows 5 s): 4 s for a loaded machine to
+            // schedule the give-up.
+            "/cb/slow/4000",
             Expect::new(0, L4, "downstream_disconnect", "client", "downstream").no_response(),
         )
     },
@@ -202,25 +205,27 @@ const SCENARIOS: &[Scenario] = &[
             Expect::new(400, L7, "downstream_protocol_error", "client", "downstream").late(),
         )
     },
-    // L7: timeouts and limits
+    // L7: timeouts and limits. Each upstream answers at 3 s (2.5 s for per-try): at least 2 s
+    // after the timer should fire, so a machine too loaded to run Envoy's timer for 2 s is
+    // the only way the answer could win the race.
     s(
         "route timeout (1 s)",
-        "/app/slow/1500",
+        "/app/slow/3000",
         up(504, L7, "upstream_timeout"),
     ),
     s(
         "per-try timeout (0.3 s, 1 retry)",
-        "/pertry/slow/1000",
+        "/pertry/slow/2500",
         up(504, L7, "upstream_timeout").hints(&["retries_exhausted"]),
     ),
     s(
         "stream idle timeout (0.5 s)",
-        "/si/slow/1500",
+        "/si/slow/3000",
         up(504, L7, "idle_timeout"),
     ),
     s(
         "max stream duration (0.5 s)",
-        "/umsdr/slow/1500",
+        "/umsdr/slow/3000",
         up(504, L7, "max_duration_reached"),
     ),
     Scenario {
@@ -389,6 +394,8 @@ fn run(bed: &Bed, proto: Proto, index: usize, sc: &Scenario, e: &Expect) -> Run 
 
 /// Two slow requests on the circuit-breaker cluster (1 connection, 1 pending): the first holds
 /// the connection, the second the pending slot (or overflows already). Returns once they do.
+/// Each holds for 3 s: the overflowing request must be sent while the first is still at the
+/// upstream, which leaves a loaded machine 3 s for the stats polls and the send.
 fn hold_circuit_breaker<'s>(
     bed: &'s Bed,
     port: u16,
@@ -402,7 +409,7 @@ fn hold_circuit_breaker<'s>(
         }
     };
     let holder = move || {
-        let _ = client::request(port, "GET", "/cb/slow/1500", &[("x-scn", "cb-holder")], b"");
+        let _ = client::request(port, "GET", "/cb/slow/3000", &[("x-scn", "cb-holder")], b"");
     };
     let first = scope.spawn(holder);
     wait(&|| stat("upstream_rq_active") >= 1.0);

@@ -11,7 +11,10 @@ use meshtriage_envoy_test::verdict::{self, View};
 /// same Envoy, without the plugin, and logs the same request too (with `verdict=-`).
 fn logged(b: &Bed, scn: &str) -> View {
     let needle = format!("scn={scn} ");
-    for _ in 0..50 {
+    // Bounded like the harness's other waits (envoy::WAIT): the line is flushed within 50 ms
+    // normally, a loaded machine may take seconds.
+    let deadline = std::time::Instant::now() + meshtriage_envoy_test::envoy::WAIT;
+    while std::time::Instant::now() < deadline {
         if let Some(v) = b
             .envoy
             .access_log_lines()

@@ -53,8 +53,13 @@ pub fn request(
         req.push_str(&format!("content-length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    // Head and body in one write: Envoy's first read then holds the head and the start of the
+    // body together, however the client thread is scheduled. Two writes let a loaded machine
+    // run Envoy (and an upstream that answers on the head alone) in between, which changes
+    // how many body bytes Envoy saw when the upstream answered (`large_payload`).
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     loop {

@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long the harness waits for something Envoy does asynchronously (an access-log line is
+/// flushed every 50 ms, a metric appears at the plugin's next 1 s tick or Envoy's stats flush).
+/// Normally well under a second; 20 s leaves room for a loaded 2-core machine, and a wait ends
+/// as soon as the value is there, so only a failing test pays it.
+pub const WAIT: Duration = Duration::from_secs(20);
+
 pub struct Envoy {
     child: Child,
     pub dir: PathBuf,
@@ -60,7 +66,9 @@ impl Envoy {
             log,
             listeners: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // V8 compiles the plugin at start-up: a few seconds on a loaded 2-core machine. A
+        // generous bound costs nothing when Envoy is quick, and the exit check fails fast.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = envoy.child.try_wait() {
                 panic!(
@@ -88,7 +96,7 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("envoy not ready after 30 s\n{}", envoy.log_tail(60));
+        panic!("envoy not ready after 90 s\n{}", envoy.log_tail(60));
     }
 
     /// `envoy --mode validate` on a bootstrap: `Ok` or Envoy's complaint.
@@ -189,7 +197,7 @@ impl Envoy {
 
     /// Waits (bounded) until `metric` reaches `at_least`; returns the last value.
     pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT;
         loop {
             let v = self.metric(name, labels);
             if v >= at_least || Instant::now() > deadline {
@@ -209,7 +217,7 @@ impl Envoy {
 
     /// Waits (bounded) for an access-log line containing `needle`.
     pub fn wait_access_log(&self, needle: &str) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT;
         loop {
             if let Some(line) = self
                 .access_log_lines()

@@ -303,8 +303,10 @@ pub fn fault(name: &str) -> Vec<String> {
 }
 
 /// An Envoy (in the test's namespace) whose clusters point at the lab upstream:
-/// `/c/…` (connect timeout 1 s, route timeout 2 s) and `/patient/…` (connect timeout 5 s,
+/// `/c/…` (connect timeout 1 s, route timeout 3 s) and `/patient/…` (connect timeout 5 s,
 /// route timeout 3 s). One request per upstream connection, so every request connects anew.
+/// On `/c/` the connect timeout must fire before the route timeout (dropped SYNs are a
+/// connect timeout, not a slow app): 2 s apart, which a loaded machine cannot close.
 pub fn envoy(lab: &Lab, name: &str, plugin_config: &str) -> (crate::Envoy, u16) {
     use crate::bed::{cluster, hcm, http_wasm, listener, router, stats_tags};
     use serde_json::json;
@@ -312,7 +314,7 @@ pub fn envoy(lab: &Lab, name: &str, plugin_config: &str) -> (crate::Envoy, u16) 
     let wasm = crate::paths::wasm().display().to_string();
     let log = dir.join("access.log").display().to_string();
     let routes = json!([
-        {"match": {"prefix": "/c/"}, "route": {"cluster": "lab", "timeout": "2s", "prefix_rewrite": "/"}},
+        {"match": {"prefix": "/c/"}, "route": {"cluster": "lab", "timeout": "3s", "prefix_rewrite": "/"}},
         {"match": {"prefix": "/patient/"}, "route": {"cluster": "lab_patient", "timeout": "3s", "prefix_rewrite": "/"}},
     ]);
     let one_request = |connect: &str| {

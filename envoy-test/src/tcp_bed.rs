@@ -16,9 +16,12 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// tcp_proxy `idle_timeout` of the `idle` listener.
+/// tcp_proxy `idle_timeout` of the `idle` listener. The plugin calls a close idle when the
+/// connection was quiet for at least 1 s (`IDLE_QUIET_NANOS`); Envoy's timer closes it after at
+/// least 1.5 s of quiet, and load can only make that later, so the margin cannot be eaten.
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
-/// tcp_proxy `max_downstream_connection_duration` of the `duration` listener.
+/// tcp_proxy `max_downstream_connection_duration` of the `duration` listener. Envoy flags the
+/// close (`DT`) itself, so the verdict does not depend on when it fires.
 pub const MAX_DURATION: Duration = Duration::from_millis(500);
 
 /// The access-log line of every tcp_proxy listener (`scn` is the listener name).
@@ -215,7 +218,7 @@ impl TcpBed {
     /// Waits (bounded) for the `n`-th access-log line of listener `scn` (1-based).
     pub fn wait_log(&self, scn: &str, n: usize) -> Option<String> {
         let needle = format!("TCP scn={scn} ");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::envoy::WAIT;
         loop {
             let lines: Vec<String> = self
                 .envoy

@@ -11,16 +11,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target/wasm32-wasip1/release"
 SCRATCH = ROOT / "target/bench-instructions"
-APP_PORT, REFUSED_PORT = 8080, 8099  # target/release/upstreams (envoy-test/src/configs.rs)
 PATHS = {"200s": "/ok", "local 503 (UF)": "/uf", "app 503": "/status/503"}
 LUA = """
 local paths = {}
@@ -30,10 +29,22 @@ request = function() i = i + 1; return wrk.format("GET", paths[(i % #paths) + 1]
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def bound_ports(admin_file, names, deadline):
+    """The port each listener in `names` bound (they are configured with port 0: no port is
+    picked by binding and releasing it), from the admin API once Envoy answers."""
+    while time.time() < deadline:
+        try:
+            admin = admin_file.read_text().strip()
+            with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=30) as r:
+                doc = json.load(r)
+            bound = {l["name"]: l["local_address"]["socket_address"]["port_value"]
+                     for l in doc.get("listener_statuses", [])}
+            if all(bound.get(n) for n in names):
+                return [bound[n] for n in names]
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(5)
+    sys.exit("envoy did not come up under valgrind")
 
 
 def envoy_binary():
@@ -104,19 +115,29 @@ def main():
         ("meshtriage", WASM / "meshtriage.wasm", '{"direction": "outbound"}'),
         ("meshtriage, direction auto", WASM / "meshtriage.wasm", ""),
     ]
-    ports = [free_port() for _ in variants]
-    config = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}},
+    # The upstreams bind ports the kernel picks and say which on their first line.
+    upstreams = subprocess.Popen([ROOT / "target/release/upstreams", "--ephemeral"],
+                                 stdout=subprocess.PIPE, text=True)
+    line = upstreams.stdout.readline().split()
+    if not line or line[0] != "ports":
+        upstreams.terminate()
+        sys.exit("target/release/upstreams --ephemeral did not report its ports")
+    up = {k: int(v) for k, v in (kv.split("=") for kv in line[1:])}
+    names = [f"v{i}" for i in range(len(variants))]
+    config = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
               "static_resources": {
-                  "listeners": [listener(f"v{i}", p, w, c) for i, ((_, w, c), p) in enumerate(zip(variants, ports))],
-                  "clusters": [cluster("app", APP_PORT), cluster("refused", REFUSED_PORT)]}}
+                  "listeners": [listener(n, 0, w, c) for n, (_, w, c) in zip(names, variants)],
+                  "clusters": [cluster("app", up["app"]), cluster("refused", up["refused"])]}}
     (SCRATCH / "envoy.json").write_text(json.dumps(config))
-    upstreams = subprocess.Popen([ROOT / "target/release/upstreams"], stdout=subprocess.DEVNULL)
+    (SCRATCH / "admin.txt").unlink(missing_ok=True)  # a previous run's address
     envoy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={SCRATCH}/callgrind.out",
                               "--smc-check=all-non-file", str(envoy_binary()), "-c", str(SCRATCH / "envoy.json"),
-                              "--concurrency", "1", "-l", "error", "--base-id", str(os.getpid() % 60000)],
+                              "--concurrency", "1", "-l", "error", "--base-id", str(os.getpid() % 60000),
+                              "--admin-address-path", str(SCRATCH / "admin.txt")],
                              stdout=subprocess.DEVNULL, stderr=open(SCRATCH / "valgrind.log", "w"))
     try:
         deadline = time.time() + 900
+        ports = bound_ports(SCRATCH / "admin.txt", names, deadline)
         while time.time() < deadline:
             ok = subprocess.run(["curl", "-s", "-o", "/dev/null", "-m", "60", f"http://127.0.0.1:{ports[-1]}/ok"])
             if ok.returncode == 0:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402
 import kiali_dashboard  # noqa: E402
-from test_istio import validation_errors  # noqa: E402
+from crds import validation_errors  # noqa: E402
 
 CORE_TAGS = REPO / "filter" / "core" / "src" / "trace.rs"
 

@@ -201,6 +201,9 @@ def render(values, digest=None, repository=None):
         image["repository"] = repository
     if not DIGEST.match(image["digest"]):
         raise ValuesError(f"digest {image['digest']!r} is not sha256:<64 lowercase hex>")
+    repo_pattern = json.loads(SCHEMA.read_text(encoding="utf-8"))["properties"]["image"]["properties"]["repository"]["pattern"]
+    if not re.match(repo_pattern, image["repository"]):
+        raise ValuesError(f"repository {image['repository']!r} is not a lowercase OCI repository (registry/path)")
     out = {}
     for e in sidecar_entries(values):
         ns = e["name"]
