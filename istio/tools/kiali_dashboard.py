@@ -32,18 +32,25 @@ NAME = "meshtriage"
 # pods annotated `kiali.io/dashboards: meshtriage`.
 DISCOVER_ON = "meshtriage_requests_total"
 
-# (chart title, metric, labels to split by, width in twelfths of the page), in page order:
-# failures, hop-by-hop headers, retry budget, TCP failures.
+# (chart title, metric or metrics, labels to split by, width in twelfths of the page, unit), in
+# page order: failures, hop-by-hop headers, TCP failures, retry budget and payloads, plugin
+# health. Every series the Grafana dashboard reads is here (a test checks it).
+ERRORS = ["meshtriage_config_errors_total", "meshtriage_internal_errors_total", "meshtriage_malformed_upstream_verdicts_total"]
 CHARTS = [
-    ("Requests", "meshtriage_requests_total", ["dir"], 6),
-    ("Failures by layer", "meshtriage_failures_total", ["layer", "dir"], 6),
-    ("Failures by class", "meshtriage_failures_total", ["class", "layer", "dir"], 6),
-    ("Failures by origin", "meshtriage_failures_total", ["origin", "side", "dir"], 6),
-    ("Hop-by-hop headers in responses", "meshtriage_hop_by_hop_headers_total", ["header", "dir"], 12),
-    ("Retry budget exceeded", "meshtriage_retry_budget_exceeded_total", ["dir"], 6),
-    ("Retries per request (permille)", "meshtriage_retry_ratio_permille", ["dir"], 6),
-    ("TCP connections", "meshtriage_tcp_connections_total", ["dir"], 6),
-    ("TCP failures by class", "meshtriage_tcp_failures_total", ["class", "layer", "dir"], 6),
+    ("Requests", "meshtriage_requests_total", ["dir"], 6, None),
+    ("Failures by layer", "meshtriage_failures_total", ["layer", "dir"], 6, None),
+    ("Failures by class", "meshtriage_failures_total", ["class", "layer", "dir"], 6, None),
+    ("Failures by origin", "meshtriage_failures_total", ["origin", "side", "dir"], 6, None),
+    ("Hop-by-hop headers in responses", "meshtriage_hop_by_hop_headers_total", ["header", "dir"], 12, None),
+    ("TCP connections", "meshtriage_tcp_connections_total", ["dir"], 6, None),
+    ("TCP failures by class", "meshtriage_tcp_failures_total", ["class", "layer", "dir"], 6, None),
+    ("Retry budget exceeded", "meshtriage_retry_budget_exceeded_total", ["dir"], 6, None),
+    ("Retries per request (permille)", "meshtriage_retry_ratio_permille", ["dir"], 6, None),
+    ("Failures concentrated on large payloads (permille)", "meshtriage_large_payload_failure_ratio_permille", ["dir"], 6, None),
+    ("Request body size", "meshtriage_request_bytes", ["dir"], 6, "bytes"),
+    ("Failed request body size", "meshtriage_failed_request_bytes", ["layer", "dir"], 6, "bytes"),
+    ("VM memory", "meshtriage_vm_memory_bytes", [], 6, "bytes"),
+    ("Plugin errors", ERRORS, [], 6, None),
 ]
 
 DISPLAY = {"dir": "Direction", "layer": "Layer", "class": "Class", "origin": "Origin", "side": "Side", "header": "Header"}
@@ -70,24 +77,37 @@ def metric_list(readme=README):
     return out
 
 
+def label_of(metric):
+    """A series' name in a chart of several: `meshtriage_config_errors_total` -> `config errors`."""
+    return metric.removeprefix("meshtriage_").removesuffix("_total").replace("_", " ")
+
+
 DATA_TYPE = {"counter": "rate", "gauge": "raw", "histogram": "histogram"}
 UNIT = {"counter": "ops", "gauge": "", "histogram": ""}
 
 
 def render(metrics):
     items = []
-    for title, metric, labels, spans in CHARTS:
-        if metric not in metrics:
-            raise ValueError(f"chart {title!r}: {metric} is not in the README's metric list")
-        have, kind = metrics[metric]
-        missing = [label for label in labels if label not in have]
-        if missing:
-            raise ValueError(f"chart {title!r}: {metric} has no label {', '.join(missing)}")
+    for title, names, labels, spans, unit in CHARTS:
+        names = [names] if isinstance(names, str) else names
+        kinds = set()
+        for metric in names:
+            if metric not in metrics:
+                raise ValueError(f"chart {title!r}: {metric} is not in the README's metric list")
+            have, kind = metrics[metric]
+            kinds.add(kind)
+            missing = [label for label in labels if label not in have]
+            if missing:
+                raise ValueError(f"chart {title!r}: {metric} has no label {', '.join(missing)}")
+        if len(kinds) != 1:
+            raise ValueError(f"chart {title!r}: metrics of different kinds {sorted(kinds)}")
+        kind = kinds.pop()
+        shown = [{"metricName": m, "displayName": title if len(names) == 1 else label_of(m)} for m in names]
         chart = {
             "name": title,
-            "unit": UNIT[kind],
+            "unit": UNIT[kind] if unit is None else unit,
             "spans": spans,
-            "metrics": [{"metricName": metric, "displayName": title}],
+            "metrics": shown,
             "dataType": DATA_TYPE[kind],
         }
         if kind == "gauge":
