@@ -21,6 +21,7 @@ pub mod substr;
 pub mod taxonomy;
 pub mod tcp;
 pub mod tls13_rejection;
+pub mod trace;
 pub mod upstream;
 pub mod verdict;
 pub mod window;
