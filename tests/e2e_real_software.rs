@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! Real third-party software behind a real Envoy 1.40 with meshtriage (outbound listener):
 //! nginx 1.22 and HAProxy 2.6 from Debian in front of a dead, a hung and a closing backend, and
 //! a second Envoy without the plugin (a namespace that did not opt in). Each scenario checks

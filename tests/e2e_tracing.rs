@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
 //! The verdict on trace spans, with a real Envoy 1.40 and its Zipkin tracer reporting (Zipkin
 //! API v2 JSON over HTTP) to a collector the test starts: which spans carry the
 //! `meshtriage.*` tags (docs/tracing.md), and that they agree with the response header and
