@@ -35,6 +35,7 @@ impl Subnet {
     fn claim(owner: &str) -> Subnet {
         let dir = PathBuf::from("/run/meshtriage-netlab");
         let _ = std::fs::create_dir_all(&dir);
+        reap_stale(&dir);
         // Start where this process and lab are unlikely to meet another; walk on when taken.
         let start = (std::process::id() as usize * 7 + owner.len()) % 16_384;
         for k in 0..16_384 {
@@ -58,6 +59,31 @@ impl Subnet {
             "no free /30 in 10.231.0.0/16 (stale claims in {}?)",
             dir.display()
         );
+    }
+}
+
+/// Removes the labs of test processes that died without cleaning up (killed, not failed: a
+/// failing test drops its lab): a claim names its owner `<pid>x<n>` (base 36); when that
+/// process is gone, its namespace, host interface and claim go.
+fn reap_stale(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let Some(pid) = owner
+            .split('x')
+            .next()
+            .and_then(|p| u32::from_str_radix(p, 36).ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = run(&["ip", "netns", "del", &format!("mtlab-{owner}")]);
+        let _ = run(&["ip", "link", "del", &format!("mth{owner}")]);
+        let _ = std::fs::remove_file(entry.path());
     }
 }
 
