@@ -15,7 +15,7 @@ WASM_OPT_FLAGS := -Os --one-caller-inline-max-function-size 0 \
 WBG_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 CARGO_BIN := $(HOME)/.cargo/bin
 
-.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio docs image configs scenarios fuzz soak clean
+.PHONY: bench bench-instructions bench-logs cli cli-test binaryen demo test test-repeat setup targets venv tools wasm lint unit wasm-unit e2e istio istio-tools docs image configs scenarios fuzz soak clean
 
 ## demo: build the plugin, start Envoy with misbehaving upstreams, print verdicts
 # As root it installs iptables/iproute2 too, so the real-L4 (MTU black hole) rows appear.
@@ -78,6 +78,7 @@ wasm: targets binaryen
 
 lint: targets
 	cargo fmt --all --check
+	istio/tests/run.sh --lint
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p meshtriage -p meshtriage-core --target wasm32-wasip1 -- -D warnings
 
@@ -99,8 +100,16 @@ N ?= 20
 test-repeat: wasm venv tools
 	.ci/test-repeat $(N)
 
-istio:
-	@if [ -x istio/tests/run.sh ]; then istio/tests/run.sh; fi
+# The tools that consume istio/ and the compose bed (Debian packages, via .ci/tools): promtool
+# and prometheus, skopeo and a registry, kubectl (kustomize), docker-compose, setpriv, and Go
+# with sprig (Helm's template engine, for the chart). A test whose tool is missing skips and
+# names the package.
+istio-tools:
+	@.ci/tools promtool prometheus skopeo docker-registry kubectl docker-compose setpriv go go-sprig go-yaml
+
+## istio: the Istio objects, monitoring and OCI image, checked by the tools that consume them
+istio: wasm venv istio-tools
+	istio/tests/run.sh
 
 ## image: OCI image layout for Istio (target/istio/oci), no Docker daemon needed; prints the digest
 image: wasm

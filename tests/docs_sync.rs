@@ -106,3 +106,47 @@ fn no_property_path_outside_the_catalogue() {
         }
     }
 }
+
+/// docs/architecture.md promises that no module of `filter/src` imports one that imports it
+/// back: the `use crate::…` graph is acyclic.
+#[test]
+fn filter_modules_have_no_import_cycle() {
+    let dir = root().join("filter/src");
+    let mut deps: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let module = path.file_stem().unwrap().to_string_lossy().to_string();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let mut uses: Vec<String> = src
+            .match_indices("crate::")
+            .map(|(i, _)| {
+                src[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|m| *m != module)
+            .collect();
+        uses.sort();
+        uses.dedup();
+        deps.push((module, uses));
+    }
+    // Depth-first search for a back edge.
+    fn visit(m: &str, deps: &[(String, Vec<String>)], path: &mut Vec<String>) {
+        if let Some(i) = path.iter().position(|p| p == m) {
+            panic!(
+                "import cycle in filter/src: {} -> {m}",
+                path[i..].join(" -> ")
+            );
+        }
+        path.push(m.to_string());
+        for d in deps.iter().filter(|(n, _)| n == m).flat_map(|(_, d)| d) {
+            visit(d, deps, path);
+        }
+        path.pop();
+    }
+    assert!(deps.iter().any(|(m, _)| m == "http"));
+    for (m, _) in &deps {
+        visit(m, &deps, &mut Vec::new());
+    }
+}

@@ -4,7 +4,7 @@
 use meshtriage_core::classify::matching_rule;
 use meshtriage_core::flags::{Flag, ResponseFlags};
 use meshtriage_core::taxonomy::{Cond, Rule, RULES};
-use meshtriage_core::verdict::{Context, Verdict};
+use meshtriage_core::verdict::{ExchangeFacts, Verdict};
 use meshtriage_core::{
     classify, is_failing, Class, Config, Direction, Layer, Outcome, Phase, Signals,
 };
@@ -154,7 +154,7 @@ pub fn is_transport_failure(text: &str) -> bool {
 pub fn encode(outcome: Outcome, flags: ResponseFlags, detail: Option<String>) -> String {
     Verdict::from_parts(
         outcome,
-        Context {
+        ExchangeFacts {
             dir: Direction::Unknown,
             hop: "",
             flags,

@@ -261,6 +261,9 @@ fn more_routes() -> Vec<Value> {
     ]
 }
 
+/// An edit of the bootstrap (see [`BedOptions::customize`]).
+pub type BootstrapEdit = std::rc::Rc<dyn Fn(&mut Value)>;
+
 /// Options for [`Bed::start`].
 #[derive(Clone, Default)]
 pub struct BedOptions {
@@ -271,6 +274,8 @@ pub struct BedOptions {
     /// Also write Istio's default text and JSON access logs, with the verdict
     /// (`istio_log::text_log(&bed.dir)`, `istio_log::json_log(&bed.dir)`).
     pub istio_logs: bool,
+    /// Edits the bootstrap before Envoy starts (e.g. `trace_bed` adds a tracer).
+    pub customize: Option<BootstrapEdit>,
 }
 
 /// Where everything of a bed lives: the native bed fills it with ephemeral ports and scratch
@@ -449,6 +454,9 @@ impl Bed {
             state_direction: false,
         };
         let mut cfg = bootstrap(&topology);
+        if let Some(edit) = &opts.customize {
+            edit(&mut cfg);
+        }
         if let Some(listeners) = cfg["static_resources"]["listeners"].as_array_mut() {
             listeners.iter_mut().for_each(paths::reuse_port);
         }

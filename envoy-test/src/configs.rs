@@ -70,6 +70,22 @@ pub fn render() -> Vec<(&'static str, String)> {
     )]
 }
 
+/// The uid and gid the official `envoyproxy/envoy` image runs Envoy as.
+pub const ENVOY_IMAGE_UID: u32 = 101;
+
+/// The throwaway certificates of the compose bed, as `upstreams --certs DIR` writes them into
+/// the shared volume: readable by everyone, because the Envoy container reads them as
+/// [`ENVOY_IMAGE_UID`], not as the root that wrote them (OpenSSL 3 writes keys 0600, and Envoy
+/// then fails with "Failed to load incomplete private key"). They guard nothing but the bed.
+pub fn compose_certs(dir: &std::path::Path) -> crate::certs::Certs {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = crate::certs::generate(dir);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644));
+    }
+    certs
+}
+
 /// The committed configs' directory.
 pub fn dir() -> std::path::PathBuf {
     crate::paths::root().join("envoy-test/configs")

@@ -13,11 +13,14 @@ pub mod hostile;
 pub mod istio_log;
 pub mod mesh;
 pub mod netlab;
+pub mod otlp;
 pub mod paths;
 pub mod scenario;
 pub mod tcp_bed;
+pub mod trace_bed;
 pub mod upstream;
 pub mod verdict;
+pub mod zipkin;
 
 pub use client::{request, Response};
 pub use envoy::Envoy;

@@ -6,7 +6,7 @@
 
 use std::ptr::null_mut;
 
-use meshtriage_core::attributes::{self as attr, Attribute};
+use meshtriage_core::attributes as attr;
 use meshtriage_core::flags::ResponseFlags;
 use meshtriage_core::metrics::Kind;
 use meshtriage_core::Direction;
@@ -196,8 +196,9 @@ fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
 
 /// A property value; `None` when missing or on any host error. Private: every attribute the
 /// plugin reads has a typed reader below, over its row in `meshtriage_core::attributes`.
-fn property(attribute: &Attribute) -> Option<Vec<u8>> {
-    let path = attribute.path;
+///
+/// Takes the path alone, not the row: the row's docs text must not reach the module.
+fn property(path: &'static [u8]) -> Option<Vec<u8>> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the result buffer is taken by `take`.
@@ -207,114 +208,114 @@ fn property(attribute: &Attribute) -> Option<Vec<u8>> {
     (status == STATUS_OK).then_some(value).flatten()
 }
 
-fn property_i64(attribute: &Attribute) -> Option<i64> {
-    property(attribute)
+fn property_i64(path: &'static [u8]) -> Option<i64> {
+    property(path)
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(i64::from_le_bytes)
 }
 
-fn property_u64(attribute: &Attribute) -> Option<u64> {
-    property_i64(attribute).map(|v| u64::try_from(v).unwrap_or(0))
+fn property_u64(path: &'static [u8]) -> Option<u64> {
+    property_i64(path).map(|v| u64::try_from(v).unwrap_or(0))
 }
 
-fn property_string(attribute: &Attribute) -> Option<String> {
-    property(attribute)
+fn property_string(path: &'static [u8]) -> Option<String> {
+    property(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .filter(|s| !s.is_empty())
 }
 
 /// `response.flags`, decoded (none when absent).
 pub fn response_flags() -> ResponseFlags {
-    property(&attr::RESPONSE_FLAGS)
+    property(attr::RESPONSE_FLAGS.path)
         .map(|b| ResponseFlags::from_property(&b))
         .unwrap_or_default()
 }
 
 /// `response.code_details`.
 pub fn code_details() -> Option<String> {
-    property_string(&attr::RESPONSE_CODE_DETAILS)
+    property_string(attr::RESPONSE_CODE_DETAILS.path)
 }
 
 /// `response.code`; `None` when absent or 0 (no response).
 pub fn response_code() -> Option<u16> {
-    property_i64(&attr::RESPONSE_CODE)
+    property_i64(attr::RESPONSE_CODE.path)
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| *c != 0)
 }
 
 /// `response.size` (body bytes sent downstream).
 pub fn response_size() -> Option<u64> {
-    property_u64(&attr::RESPONSE_SIZE)
+    property_u64(attr::RESPONSE_SIZE.path)
 }
 
 /// `upstream.request_attempt_count` (0 when absent: no upstream attempt).
 pub fn attempt_count() -> u64 {
-    property_u64(&attr::REQUEST_ATTEMPT_COUNT).unwrap_or(0)
+    property_u64(attr::REQUEST_ATTEMPT_COUNT.path).unwrap_or(0)
 }
 
 /// `upstream.cx_pool_ready_duration` in nanoseconds.
 pub fn cx_pool_ready_nanos() -> Option<u64> {
-    property_u64(&attr::CX_POOL_READY_DURATION)
+    property_u64(attr::CX_POOL_READY_DURATION.path)
 }
 
 /// The upstream certificate carries a SPIFFE identity (`upstream.uri_san_peer_certificate`).
 pub fn upstream_is_mesh_workload() -> bool {
-    property_string(&attr::UPSTREAM_PEER_URI_SAN).is_some_and(|san| attr::is_spiffe(&san))
+    property_string(attr::UPSTREAM_PEER_URI_SAN.path).is_some_and(|san| attr::is_spiffe(&san))
 }
 
 /// `upstream.transport_failure_reason`.
 pub fn upstream_transport_failure() -> Option<String> {
-    property_string(&attr::UPSTREAM_TRANSPORT_FAILURE_REASON)
+    property_string(attr::UPSTREAM_TRANSPORT_FAILURE_REASON.path)
 }
 
 /// `connection.transport_failure_reason` (downstream TLS).
 pub fn downstream_transport_failure() -> Option<String> {
-    property_string(&attr::CONNECTION_TRANSPORT_FAILURE_REASON)
+    property_string(attr::CONNECTION_TRANSPORT_FAILURE_REASON.path)
 }
 
 /// `connection.termination_details` (network RBAC).
 pub fn termination_details() -> Option<String> {
-    property_string(&attr::CONNECTION_TERMINATION_DETAILS)
+    property_string(attr::CONNECTION_TERMINATION_DETAILS.path)
 }
 
 /// `upstream.address` is set.
 pub fn has_upstream_address() -> bool {
-    property_string(&attr::UPSTREAM_ADDRESS).is_some()
+    property_string(attr::UPSTREAM_ADDRESS.path).is_some()
 }
 
 /// `xds.cluster_name`.
 pub fn cluster_name() -> Option<String> {
-    property_string(&attr::CLUSTER_NAME)
+    property_string(attr::CLUSTER_NAME.path)
 }
 
 /// `xds.listener_direction`, as Envoy states it for the current stream or connection.
 pub fn listener_direction() -> Direction {
-    property_i64(&attr::LISTENER_DIRECTION).map_or(Direction::Unknown, Direction::from_envoy)
+    property_i64(attr::LISTENER_DIRECTION.path).map_or(Direction::Unknown, Direction::from_envoy)
 }
 
 /// `xds.node.metadata.NAME` (Istio workload name).
 pub fn node_name() -> Option<String> {
-    property_string(&attr::NODE_NAME)
+    property_string(attr::NODE_NAME.path)
 }
 
 /// `xds.node.metadata.NAMESPACE`.
 pub fn node_namespace() -> Option<String> {
-    property_string(&attr::NODE_NAMESPACE)
+    property_string(attr::NODE_NAMESPACE.path)
 }
 
 /// `xds.node.id`.
 pub fn node_id() -> Option<String> {
-    property_string(&attr::NODE_ID)
+    property_string(attr::NODE_ID.path)
 }
 
 /// `plugin_name`.
 pub fn plugin_name() -> Option<String> {
-    property_string(&attr::PLUGIN_NAME)
+    property_string(attr::PLUGIN_NAME.path)
 }
 
 /// `plugin_root_id`.
 pub fn plugin_root_id() -> Option<String> {
-    property_string(&attr::PLUGIN_ROOT_ID)
+    property_string(attr::PLUGIN_ROOT_ID.path)
 }
 
 /// Writes filter state `wasm.<name>` (readable in access logs). Returns false on host error.

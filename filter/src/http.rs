@@ -13,6 +13,7 @@ use meshtriage_core::response::{parse_grpc_status, ResponseScan};
 use meshtriage_core::stages::{
     self, BodyProbe, EndInput, HeaderAction, HeaderInput, ProbeStep, Reads, SignalReads,
 };
+use meshtriage_core::trace::end_stage_before_log;
 use meshtriage_core::upstream::UpstreamEvidence;
 use meshtriage_core::window::Counts;
 use meshtriage_core::wire::HeaderPairs;
@@ -42,6 +43,8 @@ pub struct HttpFilter {
     attempts: Option<u64>,
     /// The verdict's header text, reused for the filter state.
     encoded: Option<String>,
+    /// The filter state holds the current verdict (see `publish`).
+    published: bool,
     /// `xds.cluster_name`, read at most once (`Some(None)`: no cluster, e.g. no route).
     cluster: Option<Option<String>>,
     /// The header stage's body probe (a possible local reply of another Envoy).
@@ -65,6 +68,7 @@ impl HttpFilter {
             response_complete: false,
             attempts: None,
             encoded: None,
+            published: false,
             cluster: None,
         }
     }
@@ -149,13 +153,34 @@ impl HttpFilter {
             host::add_header(Map::ResponseHeaders, "proxy-status", &ps);
         }
         self.verdict = plan.verdict;
+        // Now, not in `on_log`: Envoy finishes the trace span before it runs the access
+        // loggers, and the span's tags read this state (docs/tracing.md).
+        self.publish();
         Action::Continue
     }
 
-    /// End of stream: the final verdict, metrics and filter state.
-    fn finish(&mut self) {
-        let dir = self.direction();
-        metrics::count_request(dir);
+    /// Writes the verdict to filter state: the whole text (the header's, when it was written)
+    /// and the separate fields the trace span's tags read. Failing requests only.
+    fn publish(&mut self) {
+        let Some(v) = &self.verdict else {
+            return;
+        };
+        let include_detail = self.settings.config.include_detail;
+        let text = self.encoded.get_or_insert_with(|| v.encode(include_detail));
+        let mut ok = host::set_filter_state(FILTER_STATE, text.as_bytes());
+        for (key, value) in meshtriage_core::trace::field_states(v) {
+            ok &= host::set_filter_state(key, value.as_bytes());
+        }
+        if !ok {
+            metrics::internal_error("could not set filter state");
+        }
+        self.published = true;
+    }
+
+    /// The end-of-stream stage, and the filter state when its verdict is new. Also run before
+    /// `on_log`, while the trace span is still open, where the evidence is complete: at the end
+    /// of a probed body and on a failing gRPC trailer; `on_log` then runs it again to no effect.
+    fn settle(&mut self) {
         let settings = self.settings.clone();
         let input = EndInput {
             saw_headers: self.saw_headers,
@@ -167,8 +192,19 @@ impl HttpFilter {
         let end = stages::finish(input, &settings.config, &settings.hop, self);
         if end.changed {
             self.encoded = None;
+            self.published = false;
         }
         self.verdict = end.verdict;
+        if !self.published {
+            self.publish();
+        }
+    }
+
+    /// End of stream: the final verdict, metrics and filter state.
+    fn finish(&mut self) {
+        let dir = self.direction();
+        metrics::count_request(dir);
+        self.settle();
         self.account(dir);
         let Some(v) = &self.verdict else {
             return;
@@ -180,14 +216,6 @@ impl HttpFilter {
                 names::failed_request_bytes(dir, v.layer),
                 self.request_bytes,
             );
-        }
-        // The header's text when this verdict was written there.
-        let text = match self.encoded.take() {
-            Some(t) => t,
-            None => v.encode(settings.config.include_detail),
-        };
-        if !host::set_filter_state(FILTER_STATE, text.as_bytes()) {
-            metrics::internal_error("could not set filter state");
         }
     }
 
@@ -295,6 +323,10 @@ impl HttpContext for HttpFilter {
                 }
             },
         }
+        if end_of_stream && end_stage_before_log(self.probe.is_some(), None, &self.settings.config)
+        {
+            self.settle();
+        }
         Action::Continue
     }
 
@@ -308,6 +340,10 @@ impl HttpContext for HttpFilter {
                 Some(code) => self.grpc_trailer = Some(code),
                 None => metrics::internal_error("malformed grpc-status trailer"),
             }
+        }
+        let cfg = &self.settings.config;
+        if end_stage_before_log(self.probe.is_some(), self.grpc_trailer, cfg) {
+            self.settle();
         }
         Action::Continue
     }

@@ -45,6 +45,16 @@ LABELS = {
     "app.kubernetes.io/managed-by": "meshtriage-generate",
 }
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+# `tracingTags: true`: span tag -> filter-state key the plugin writes for a failing request
+# (meshtriage_core::trace::TAGS; docs/tracing.md). Telemetry's `formatter` custom tag needs
+# Istio 1.29 or later (istio/api#3600, istio/istio#58372); older istiods reject the object.
+TRACE_TAGS = {
+    "meshtriage.verdict": "meshtriage",
+    "meshtriage.layer": "meshtriage.layer",
+    "meshtriage.class": "meshtriage.class",
+    "meshtriage.origin": "meshtriage.origin",
+}
+TRACING_TELEMETRY = "meshtriage-tracing"  # the Telemetry's name when accessLog is off
 
 
 class ValuesError(Exception):
@@ -165,9 +175,20 @@ def wasm_plugin(name, namespace, image, root_id, plugin_type, mode, plugin_confi
     }
 
 
-def telemetry(name, namespace, target=None):
+def trace_tags():
+    """Telemetry `customTags` reading the plugin's filter state (empty on successful requests,
+    and Envoy leaves a tag with an empty value off the span)."""
+    return {tag: {"formatter": {"value": f"%FILTER_STATE(wasm.{key}:PLAIN)%"}} for tag, key in TRACE_TAGS.items()}
+
+
+def telemetry(name, namespace, target=None, access_log=True, tracing=False):
+    """One Telemetry per entry (Istio merges at most one selector-less object per namespace):
+    the access-log switch and/or the tracing custom tags."""
     spec = dict(target or {})
-    spec["accessLogging"] = [{"providers": [{"name": ACCESS_LOG_PROVIDER}]}]
+    if access_log:
+        spec["accessLogging"] = [{"providers": [{"name": ACCESS_LOG_PROVIDER}]}]
+    if tracing:
+        spec["tracing"] = [{"customTags": trace_tags()}]
     return {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry", "metadata": metadata(name, namespace), "spec": spec}
 
 
@@ -180,6 +201,9 @@ def render(values, digest=None, repository=None):
         image["repository"] = repository
     if not DIGEST.match(image["digest"]):
         raise ValuesError(f"digest {image['digest']!r} is not sha256:<64 lowercase hex>")
+    repo_pattern = json.loads(SCHEMA.read_text(encoding="utf-8"))["properties"]["image"]["properties"]["repository"]["pattern"]
+    if not re.match(repo_pattern, image["repository"]):
+        raise ValuesError(f"repository {image['repository']!r} is not a lowercase OCI repository (registry/path)")
     out = {}
     for e in sidecar_entries(values):
         ns = e["name"]
@@ -190,8 +214,9 @@ def render(values, digest=None, repository=None):
         if e["tcp"]:
             for m in modes:
                 objs.append(wasm_plugin(f"meshtriage-tcp-{DIRECTIONS[m]}", ns, image, TCP_ROOT_ID, "NETWORK", m, None))
-        if values.get("accessLog"):
-            objs.append(telemetry(ACCESS_LOG_PROVIDER, ns))
+        if values.get("accessLog") or values.get("tracingTags"):
+            name = ACCESS_LOG_PROVIDER if values.get("accessLog") else TRACING_TELEMETRY
+            objs.append(telemetry(name, ns, None, bool(values.get("accessLog")), bool(values.get("tracingTags"))))
     for g in gateway_entries(values):
         ns, base = g["namespace"], f"meshtriage-{g['name']}"
         if "selector" in g:
@@ -203,8 +228,9 @@ def render(values, digest=None, repository=None):
         objs.append(wasm_plugin(base, ns, image, HTTP_ROOT_ID, "HTTP", "CLIENT", g["pluginConfig"], target))
         if g["tcp"]:
             objs.append(wasm_plugin(f"{base}-tcp", ns, image, TCP_ROOT_ID, "NETWORK", "CLIENT", None, target))
-        if values.get("accessLog"):
-            objs.append(telemetry(f"{base}-access-log", ns, target))
+        if values.get("accessLog") or values.get("tracingTags"):
+            suffix = "access-log" if values.get("accessLog") else "tracing"
+            objs.append(telemetry(f"{base}-{suffix}", ns, target, bool(values.get("accessLog")), bool(values.get("tracingTags"))))
     for ns, objs in out.items():
         names = [(o["kind"], o["metadata"]["name"]) for o in objs]
         for kind, name in sorted({n for n in names if names.count(n) > 1}):

@@ -16,7 +16,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
     {
         let dir = std::path::Path::new(dir);
-        meshtriage_envoy_test::certs::generate(dir);
+        meshtriage_envoy_test::configs::compose_certs(dir);
         std::fs::write(dir.join("ready"), "").unwrap();
         println!("certificates in {}", dir.display());
     }

@@ -30,7 +30,7 @@ impl Outcome {
     }
 }
 
-/// Contract §2: is this exchange failing?
+/// Is this exchange failing? (docs/decision-tree.md; README.md, "The verdict header".)
 pub fn is_failing(s: &Signals, cfg: &Config) -> bool {
     if matches!(s.upstream, UpstreamEvidence::Verdicts { .. }) {
         return true; // a trusted upstream hop already judged it failing

@@ -179,8 +179,9 @@ const UNKNOWN: &str = "unknown key";
 
 /// The known keys, as the error line lists them.
 fn key_names() -> String {
-    KEYS.iter()
-        .map(|k| format!("`{}`", k.name))
+    APPLY
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -470,6 +471,20 @@ pub const KEYS: [Key; 11] = [
     Key { name: "direction", default: Some("\"auto\""), default_text: "", meaning: "`\"inbound\"` or `\"outbound\"`: the listeners this plugin runs on, stated by the operator (the Istio manifests deploy one plugin per direction); `\"auto\"` reads `xds.listener_direction` on every request, which costs one host call each", apply: apply_direction },
 ];
 
+/// What parsing needs of [`KEYS`], projected at compile time: the module then carries the
+/// names and validators, not the docs text.
+// Evaluated at compile time: an index out of range fails the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const APPLY: [(&str, Apply); KEYS.len()] = {
+    let mut out: [(&str, Apply); KEYS.len()] = [("", apply_header); KEYS.len()];
+    let mut i = 0;
+    while i < KEYS.len() {
+        out[i] = (KEYS[i].name, KEYS[i].apply);
+        i += 1;
+    }
+    out
+};
+
 /// Parses and validates a plugin configuration. Empty (or whitespace) means all defaults.
 /// serde_json reads the document; the keys are walked here through [`KEYS`] so that every
 /// error names its key, every bad key is reported at once, and the module stays small (no
@@ -489,9 +504,9 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let mut c = Config::default();
     let mut problems = Vec::new();
     for (name, v) in map {
-        match KEYS.iter().find(|k| k.name == name) {
-            Some(key) => {
-                if let Err(mut p) = (key.apply)(&mut c, v) {
+        match APPLY.iter().find(|(key, _)| key == name) {
+            Some((_, apply)) => {
+                if let Err(mut p) = apply(&mut c, v) {
                     problems.append(&mut p);
                 }
             }

@@ -17,6 +17,7 @@ pub mod stages;
 pub mod substr;
 pub mod taxonomy;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 pub mod verdict;
 pub mod window;

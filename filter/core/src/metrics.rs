@@ -100,15 +100,34 @@ pub const METRICS: [Metric; 14] = [
     metric(VM_MEMORY, Gauge, &[], "the VM's linear memory in bytes, refreshed every second", false),
 ];
 
+/// What the plugin needs of [`METRICS`] at run time, projected at compile time: the module
+/// then carries names, kinds and labels, not the help text.
+// Evaluated at compile time: an index out of range fails the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const RUNTIME: [(&str, Kind, &[&str], bool); METRICS.len()] = {
+    let mut out: [(&str, Kind, &[&str], bool); METRICS.len()] =
+        [("", Kind::Counter, &[], false); METRICS.len()];
+    let mut i = 0;
+    while i < METRICS.len() {
+        let m = &METRICS[i];
+        out[i] = (m.name, m.kind, m.labels, m.predefined);
+        i += 1;
+    }
+    out
+};
+
 /// The full names of the series defined up front ([`Metric::predefined`]).
 pub fn predefined() -> Vec<(Kind, String)> {
     let mut out = Vec::new();
-    for m in METRICS.iter().filter(|m| m.predefined) {
-        match m.labels {
-            [] => out.push((m.kind, m.name.to_string())),
+    for (name, kind, labels, predefined) in RUNTIME {
+        if !predefined {
+            continue;
+        }
+        match labels {
+            [] => out.push((kind, name.to_string())),
             ["dir"] => {
                 for dir in [Direction::Inbound, Direction::Outbound] {
-                    out.push((m.kind, tagged(m.name, &[("dir", dir.as_str())])));
+                    out.push((kind, tagged(name, &[("dir", dir.as_str())])));
                 }
             }
             // Other label sets have unbounded combinations: never predefined.

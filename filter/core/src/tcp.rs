@@ -3,7 +3,7 @@
 //! and the verdict it becomes. Same classes as the HTTP table where the meaning is the same;
 //! every connection failure is layer `l4`.
 //!
-//! Evidence (envoy-signals §2, §5, §7 "tcp_proxy + network wasm filter"): tcp_proxy sets
+//! Evidence (docs/envoy-signals.md §2, §5, §7 "tcp_proxy + network wasm filter"): tcp_proxy sets
 //! `UF`+`URX` on connect failures (refused: transport failure reason `delayed connect error…`;
 //! timeout: no reason; TLS: `TLS_error:…`), `UR` on an upstream RST, `DT` on
 //! `max_downstream_connection_duration`, `UO` on a `max_connections` overflow. Network RBAC sets
@@ -278,7 +278,7 @@ pub fn tcp_verdict(outcome: Outcome, s: &TcpSignals, hop: &str) -> Verdict {
         .find_map(|d| d.as_ref().filter(|d| !d.is_empty()).cloned());
     Verdict::from_parts(
         outcome,
-        crate::verdict::Context {
+        crate::verdict::ExchangeFacts {
             dir: s.direction,
             hop,
             flags: s.flags,

@@ -82,7 +82,7 @@ pub fn bound_entries(lines: &[&[u8]]) -> Result<Option<Entries>, sfv::Malformed>
         .param("class")
         .and_then(BareItem::as_token)
         .and_then(Class::parse);
-    // `unknown` goes only with `unclassified` (contract §3): anything else is not a verdict
+    // `unknown` goes only with `unclassified` (README.md, "The verdict header"; docs/taxonomy.md): anything else is not a verdict
     // this plugin could have written, and is kept as unclassified.
     let (layer, class) = match (layer, class) {
         (Some(l), Some(c)) if (l == Layer::Unknown) == (c == Class::Unclassified) => (l, c),

@@ -1,4 +1,4 @@
-//! A verdict and its encoding as one RFC 8941 List member (contract §3), plus the RFC 9209
+//! A verdict and its encoding as one RFC 8941 List member (README.md, "The verdict header"), plus the RFC 9209
 //! `Proxy-Status` entry for the same verdict.
 
 use crate::classify::Outcome;
@@ -26,8 +26,9 @@ pub struct Verdict {
     pub hints: Hints,
 }
 
-/// What a verdict records about the exchange besides the outcome (HTTP or connection).
-pub struct Context<'a> {
+/// What a verdict records about the exchange (request or connection) besides the outcome:
+/// where it happened and what Envoy reported. (Not a proxy-wasm context.)
+pub struct ExchangeFacts<'a> {
     pub dir: Direction,
     pub hop: &'a str,
     pub flags: ResponseFlags,
@@ -40,7 +41,7 @@ impl Verdict {
     pub fn new(outcome: Outcome, s: &Signals, hop: &str) -> Verdict {
         Verdict::from_parts(
             outcome,
-            Context {
+            ExchangeFacts {
                 dir: s.direction,
                 hop,
                 flags: s.flags,
@@ -50,7 +51,7 @@ impl Verdict {
         )
     }
 
-    pub fn from_parts(outcome: Outcome, c: Context<'_>) -> Verdict {
+    pub fn from_parts(outcome: Outcome, c: ExchangeFacts<'_>) -> Verdict {
         Verdict {
             layer: outcome.layer,
             class: outcome.class,

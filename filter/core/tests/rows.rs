@@ -5,7 +5,7 @@
     clippy::indexing_slicing
 )] // test code
 //! One case per taxonomy row, with the signals Envoy 1.40 really produces for it
-//! (shared/reference/envoy-signals.md §7), plus the header each verdict encodes to.
+//! (docs/envoy-signals.md §7), plus the header each verdict encodes to.
 
 use meshtriage_core::flags::{Flag, ResponseFlags};
 use meshtriage_core::hop_by_hop::HopByHop;
@@ -94,7 +94,7 @@ fn it_marks_connect_timeouts_as_l4() {
 }
 
 /// The glue does not read `upstream.transport_failure_reason` for HTTP: Envoy copies it into
-/// the code details (spaces as `_`, envoy-signals §4 rows a, q, q2), which are read anyway.
+/// the code details (spaces as `_`, docs/envoy-signals.md §4 rows a, q, q2), which are read anyway.
 #[test]
 fn it_reads_the_transport_failure_from_the_details() {
     let from_details = |tfr: &str| {
@@ -687,7 +687,7 @@ fn unknown_failures_are_unclassified_never_an_error() {
 }
 
 #[test]
-fn the_header_matches_the_contract_example() {
+fn the_header_matches_the_readme_example() {
     let mut s = sig(
         Some(503),
         &[Flag::UC],

@@ -5,7 +5,7 @@
     clippy::indexing_slicing
 )] // test code
 //! One case per connection scenario, with the signals Envoy 1.40's tcp_proxy and network wasm
-//! filter really produce (shared/reference/envoy-signals.md §7 "tcp_proxy + network wasm
+//! filter really produce (docs/envoy-signals.md §7 "tcp_proxy + network wasm
 //! filter"), plus the verdict each encodes to.
 
 use meshtriage_core::flags::{Flag, ResponseFlags};

@@ -7,9 +7,17 @@
 //! cluster ([`Table::evaluate`]) and keeps the decoded table as its snapshot, which the
 //! response-headers phase asks with [`Table::over_budget`]. Memory is bounded: at most
 //! [`MAX_CLUSTERS`] clusters (least recently active evicted), at most [`MAX_BUCKETS`] buckets.
+//!
+//! Three parts: the model here (counts, buckets, the table and its evaluation), the binary
+//! codec of the table in shared data (`codec.rs`), and the request sampler (`sampler.rs`).
 
 use crate::config::RetryBudget;
 use crate::taxonomy::Direction;
+
+mod codec;
+mod sampler;
+
+pub use sampler::Sampler;
 
 /// Clusters tracked at once (per plugin); the least recently active one makes room.
 pub const MAX_CLUSTERS: usize = 64;
@@ -17,8 +25,6 @@ pub const MAX_CLUSTERS: usize = 64;
 pub const MAX_BUCKETS: u32 = 30;
 /// Cluster names are cut to this many bytes (Istio names are far shorter).
 pub const MAX_NAME: usize = 200;
-
-const MAGIC: &[u8; 4] = b"MTW1";
 
 /// What happened to one cluster in one bucket. Saturating `u32`s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +41,7 @@ pub struct Counts {
     pub large_failures: u32,
 }
 
+/// Number of counters in [`Counts`] (the codec writes each).
 const FIELDS: usize = 5;
 
 impl Counts {
@@ -356,178 +363,6 @@ impl Table {
             .iter()
             .any(|e| e.over && e.dir == dir && e.cluster == cluster)
     }
-
-    /// `MTW1`, bucket_seconds u32, buckets u32, entries u16, then per entry: dir u8, over u8,
-    /// name length u8, name, `buckets` × (epoch u64, 5 × u32). Little endian.
-    pub fn encode(&self) -> Vec<u8> {
-        let per = 3 + MAX_NAME + self.layout.buckets as usize * (8 + 4 * FIELDS);
-        let mut out = Vec::with_capacity(14 + self.entries.len() * per);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.layout.bucket_seconds.to_le_bytes());
-        out.extend_from_slice(&self.layout.buckets.to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u16).to_le_bytes());
-        for e in &self.entries {
-            out.push(e.dir.index() as u8);
-            out.push(u8::from(e.over));
-            let name = cut(&e.cluster);
-            out.push(name.len() as u8);
-            out.extend_from_slice(name.as_bytes());
-            for (epoch, c) in &e.buckets {
-                out.extend_from_slice(&epoch.to_le_bytes());
-                for f in c.fields() {
-                    out.extend_from_slice(&f.to_le_bytes());
-                }
-            }
-        }
-        out
-    }
-
-    /// Reads what [`encode`](Self::encode) wrote. Anything else — garbage, another layout (the
-    /// window was reconfigured), too many entries — gives an empty table: fail open.
-    pub fn decode(bytes: &[u8], layout: Layout) -> Table {
-        Table::try_decode(bytes, layout).unwrap_or_else(|| Table::new(layout))
-    }
-
-    fn try_decode(bytes: &[u8], layout: Layout) -> Option<Table> {
-        let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC || r.u32()? != layout.bucket_seconds || r.u32()? != layout.buckets {
-            return None;
-        }
-        let n = usize::from(r.u16()?);
-        if n > MAX_CLUSTERS {
-            return None;
-        }
-        let mut entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            let dir = match r.u8()? {
-                0 => Direction::Inbound,
-                1 => Direction::Outbound,
-                2 => Direction::Unknown,
-                _ => return None,
-            };
-            let over = r.u8()? != 0;
-            let len = usize::from(r.u8()?);
-            let cluster = std::str::from_utf8(r.take(len)?).ok()?.to_string();
-            let mut buckets = Vec::with_capacity(layout.buckets as usize);
-            for _ in 0..layout.buckets {
-                let epoch = r.u64()?;
-                let mut f = [0u32; FIELDS];
-                for v in &mut f {
-                    *v = r.u32()?;
-                }
-                buckets.push((epoch, Counts::from_fields(f)));
-            }
-            entries.push(Entry {
-                dir,
-                cluster,
-                over,
-                buckets,
-            });
-        }
-        r.0.is_empty().then_some(Table { layout, entries })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-}
-
-/// Which finished requests the window counts, and with what weight. Counting one costs two
-/// host calls (attempt count, cluster name, ~24k Envoy instructions), so under load a worker
-/// counts about [`Sampler::PER_SECOND`] requests per second, each chosen at random with
-/// probability 1/w and counted w times: the window's sums stay unbiased, the cost per
-/// request falls with the rate, and the cost per second stays bounded. Quiet workers (at most
-/// `PER_SECOND` requests in the last second) count every request exactly. Random, not every w-th:
-/// traffic alternating between clusters must not alias with the period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sampler {
-    seen: u32,
-    /// A power of two: 1 counts every request.
-    every: u32,
-    rng: u32,
-    /// The second of the last tick: a VM hosts several plugins, each ticking once a second,
-    /// and only the first tick of a second starts a new one.
-    second: u64,
-}
-
-impl Default for Sampler {
-    fn default() -> Self {
-        Sampler::new()
-    }
-}
-
-impl Sampler {
-    /// Requests per second a busy worker still counts.
-    pub const PER_SECOND: u32 = 32;
-
-    pub const fn new() -> Sampler {
-        Sampler {
-            seen: 0,
-            every: 1,
-            rng: 0x9E37_79B9,
-            second: 0,
-        }
-    }
-
-    /// The weight of the next finished request: 1 (exact), `w` (sampled) or 0 (skipped).
-    pub fn weigh(&mut self) -> u32 {
-        self.seen = self.seen.saturating_add(1);
-        if self.every <= 1 {
-            return 1;
-        }
-        // xorshift32: cheap, and never 0 from a nonzero seed.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 17;
-        self.rng ^= self.rng << 5;
-        if self.rng & (self.every - 1) == 0 {
-            self.every
-        } else {
-            0
-        }
-    }
-
-    /// A tick at `now_s` (seconds): the first of a second sets the sampling rate from the
-    /// rate of the second that ended; later ticks of the same second change nothing.
-    pub fn tick(&mut self, now_s: u64) {
-        if now_s == self.second {
-            return;
-        }
-        self.second = now_s;
-        self.every = if self.seen <= Self::PER_SECOND {
-            1
-        } else {
-            (self.seen / Self::PER_SECOND)
-                .next_power_of_two()
-                .min(1 << 16)
-        };
-        self.seen = 0;
-    }
-
-    /// The current weight of a sampled request (1: exact).
-    pub fn every(&self) -> u32 {
-        self.every
-    }
 }
 
 #[cfg(test)]
@@ -555,38 +390,6 @@ mod tests {
             p.record(OUT, cluster, c);
         }
         t.merge(now, &p);
-    }
-
-    #[test]
-    fn sampler_is_exact_when_quiet_and_bounded_and_unbiased_when_busy() {
-        let mut s = Sampler::default();
-        // Quiet: every request counted exactly, second after second.
-        for second in 1..4 {
-            assert!((0..Sampler::PER_SECOND).all(|_| s.weigh() == 1));
-            s.tick(second);
-            assert_eq!(s.every(), 1);
-        }
-        // Busy: 10,000 requests in a second, then the same rate again.
-        for _ in 0..10_000 {
-            s.weigh();
-        }
-        s.tick(4);
-        assert_eq!(s.every(), 512); // 10_000 / 32 = 312 -> 512
-                                    // Another plugin's tick in the same second changes nothing.
-        s.tick(4);
-        assert_eq!(s.every(), 512);
-        let weights: Vec<u32> = (0..100_000).map(|_| s.weigh()).collect();
-        let counted = weights.iter().filter(|w| **w > 0).count();
-        assert!((130..=260).contains(&counted), "{counted}");
-        // The weighted sum stands for every request (within a few percent).
-        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
-        assert!((80_000..=120_000).contains(&total), "{total}");
-        // Alternating traffic (two clusters) is not aliased by the sampling period.
-        let even = weights.iter().step_by(2).filter(|w| **w > 0).count();
-        assert!(
-            even > counted / 4 && even < counted * 3 / 4,
-            "{even} of {counted}"
-        );
     }
 
     #[test]
@@ -767,38 +570,6 @@ mod tests {
         t.evaluate(1, &b);
         assert!(t.over_budget(OUT, &long));
         assert_eq!(t.entries[0].cluster.len(), MAX_NAME);
-    }
-
-    #[test]
-    fn encoding_round_trips_and_garbage_decodes_empty() {
-        let b = budget(0.1, 5, 1);
-        let layout = Layout::new(5);
-        let mut t = Table::new(layout);
-        flush(
-            &mut t,
-            1000,
-            "outbound|80||a.ns.svc",
-            3,
-            Counts::request(2, true, true),
-        );
-        let mut p = Pending::default();
-        p.record(IN, "inbound|8080||", Counts::request(1, false, false));
-        t.merge(1001, &p);
-        t.evaluate(1001, &b);
-        let bytes = t.encode();
-        assert_eq!(Table::decode(&bytes, layout), t);
-        // Another window size: start afresh.
-        assert!(Table::decode(&bytes, Layout::new(6)).is_empty());
-        for cut in 0..bytes.len() {
-            assert!(Table::decode(&bytes[..cut], layout).is_empty());
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(Table::decode(&longer, layout).is_empty());
-        let mut bad_dir = bytes.clone();
-        bad_dir[14] = 9;
-        assert!(Table::decode(&bad_dir, layout).is_empty());
-        assert!(Table::decode(b"", layout).is_empty());
     }
 
     #[test]
