@@ -195,8 +195,17 @@ fn large_uploads_that_fail_are_marked_and_the_concentration_shows() {
             ),
             "{v:?}"
         );
-        assert_eq!(v.hints(), ["large_payload"], "{v:?}");
-        assert_eq!(logged(&b, &scn).hints(), ["large_payload"]);
+        // The small requests left a pooled connection: `reused_connection` may join (it rests
+        // on a timing, see filter/core/src/reused_connection.rs).
+        let hints = |v: &View| -> Vec<String> {
+            v.hints()
+                .into_iter()
+                .filter(|h| *h != "reused_connection")
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(hints(&v), ["large_payload"], "{v:?}");
+        assert_eq!(hints(&logged(&b, &scn)), ["large_payload"]);
     }
 
     // Concentration: 5 of 5 large requests failed, 0 of 6 small ones: 1000 per-mille.

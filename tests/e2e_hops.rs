@@ -413,14 +413,20 @@ fn plain_server_hop(mesh: &Mesh, by_body: bool) {
     ];
     let app = want("l7", "app_error", "app", "outbound", CLIENT);
     for (path, status, w) in cases {
-        across(
-            mesh,
-            path,
-            status,
-            Some(if by_body { app } else { w }),
-            None,
-            w,
-        );
+        // Without `proxy-status`, the headers (status, `server: envoy`, text/plain, length)
+        // make a fixed-length local reply likely: the header says so with `inferred`; the
+        // refused connect's body (its length varies with the error text) stays the app's
+        // until the body is read.
+        let inferred = by_body && path != "/uf";
+        let header = match (by_body, inferred) {
+            (false, _) | (true, true) => w,
+            (true, false) => app,
+        };
+        let r = across(mesh, path, status, Some(header), None, w);
+        let marked = header_members(&r)
+            .first()
+            .is_some_and(|v| v.get("inferred").is_some());
+        assert_eq!(marked, inferred, "{path}: `inferred` in the header");
     }
     // The app's own small text 503 looks like a local reply until its body is read: app_error.
     across(mesh, "/status/503", 503, Some(app), None, app);

@@ -264,6 +264,26 @@ const SCENARIOS: &[Scenario] = &[
         local(503, "fault_injected"),
     ),
     s("drop_overloads 100 %", "/drop", local(503, "load_shed")),
+    Scenario {
+        send: Send::AfterOne,
+        ..s(
+            "keep-alive race: upstream closes a reused connection",
+            "/race/close-reused",
+            up(503, L4, "connection_terminated").hints(&["reused_connection?"]),
+        )
+    },
+    // Another proxy's error page (captures replayed by the app; tests/e2e_real_software.rs
+    // runs the real nginx and HAProxy)
+    s(
+        "nginx in front of a dead app: its 502 page",
+        "/app/gateway-page/0",
+        Expect::new(502, L7, "gateway_error", "upstream_proxy", "upstream"),
+    ),
+    s(
+        "HAProxy with no server left: its 503 page",
+        "/app/gateway-page/3",
+        Expect::new(503, L4, "no_healthy_upstream", "upstream_proxy", "upstream"),
+    ),
     // L7: the application
     s("app answers 503", "/app/status/503", app(503, "app_error")),
     s(
@@ -288,6 +308,7 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
     ("dns_resolution_failed", "needs a resolver that fails; the machine has no DNS to break (STRICT_DNS to an unknown name gives UH, not DF)"),
     ("filter_failure", "needs a crashing wasm VM or a missing filter config; the plugin does not crash on purpose"),
     ("unclassified", "the fallback: every failure Envoy 1.40 produced here has a rule"),
+    ("grpc_deadline_exceeded", "needs a gRPC client that sets a deadline: tests/e2e_real_software.rs runs a grpcio client and server through Envoy, in both orders (the client cancels first, the server answers DEADLINE_EXCEEDED first)"),
     ("downstream_tls_error", "a connection-level class of the network filter (HTTP never starts): see tests/e2e_tcp.rs"),
     ("connection_policy_closed", "a connection-level class of the network filter: see tests/e2e_tcp.rs"),
 ];
@@ -487,7 +508,8 @@ fn page(runs: &[Run]) -> String {
             e.layer, e.class, e.origin, e.side
         );
         if !e.hints.is_empty() {
-            let _ = write!(verdict, " hints=`{}`", e.hints.join(" "));
+            let hints: Vec<&str> = e.hints.iter().map(|h| h.trim_end_matches('?')).collect();
+            let _ = write!(verdict, " hints=`{}`", hints.join(" "));
         }
         let where_ = if e.in_header {
             "header"
@@ -541,6 +563,16 @@ fn page(runs: &[Run]) -> String {
          ext_authz denials are `connection_refused` for Envoy; RBAC and JWT denials, app 5xx and \
          gRPC errors get no Proxy-Status at all; late failures (truncation, client gone) cannot \
          carry any header, and meshtriage still counts and logs them with their class.\n",
+    );
+    out.push_str(
+        "\nAnother proxy's error page (the nginx and HAProxy rows replay pages captured from the \
+         real software; tests/e2e_real_software.rs runs nginx, HAProxy, a plain Envoy hop, \
+         `openssl s_server` and grpcio for real): Envoy sees an app's answer and writes no \
+         Proxy-Status. meshtriage's header verdict carries `inferred` (the headers make the \
+         gateway's page likely); the access log and the metric carry the certain verdict (the \
+         body matched the signature table in docs/taxonomy.md). The keep-alive race's hint \
+         rests on how fast the pool handed the connection over (a reuse is synchronous): on a \
+         busy machine it may be missing, never added to a new connection.\n",
     );
     out
 }

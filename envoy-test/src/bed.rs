@@ -194,6 +194,8 @@ pub fn routes() -> Value {
         "abort": {"http_status": 503, "percentage": {"numerator": 100, "denominator": "HUNDRED"}}}}});
     json!([
         route("/app/", "c_app", json!({})),
+        // The keep-alive race on a pool of its own (other scenarios leave no idle connection).
+        route("/race/", "c_race", json!({})),
         route("/uf", "c_refused", json!({})),
         route("/uh", "c_empty", json!({})),
         route("/nc", "no_such_cluster", json!({})),
@@ -379,6 +381,7 @@ pub fn bootstrap(t: &Topology) -> Value {
             ],
             "clusters": [
                 cluster("c_app", t.app_port, h1.clone()),
+                cluster("c_race", t.app_port, h1.clone()),
                 cluster("c_refused", t.refused_port, json!({})),
                 json!({"name": "c_empty", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "c_empty"}}),
                 cluster("c_app_msd", t.app_port, json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {

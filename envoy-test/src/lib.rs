@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod netlab;
 pub mod otlp;
 pub mod paths;
+pub mod real_software;
 pub mod scenario;
 pub mod tcp_bed;
 pub mod trace_bed;

@@ -172,6 +172,7 @@ fn handle_http1(stream: TcpStream) {
     };
     let mut reader = BufReader::new(clone);
     let mut stream = stream;
+    let mut served = 0u32;
     loop {
         if reader.fill_buf().map_or(true, |b| b.is_empty()) {
             return;
@@ -183,6 +184,13 @@ fn handle_http1(stream: TcpStream) {
             );
             return;
         };
+        // The keep-alive race, made deterministic: a reused connection is closed unanswered,
+        // as when the server's idle timeout fires just as the proxy reuses the connection.
+        if served > 0 && req.path.contains("/close-reused") {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        served += 1;
         if !respond(&mut stream, &req) {
             return;
         }
@@ -225,6 +233,9 @@ fn respond(s: &mut TcpStream, req: &Request) -> bool {
             thread::sleep(Duration::from_millis(num));
             ok(s, 200, "", "slow\n")
         }
+        "close-reused" => ok(s, 200, "", "ok\n"),
+        // Replays a captured gateway error page (a row of meshtriage's signature table).
+        "gateway-page" => gateway_page(s, num as usize),
         "close" => {
             let _ = s.shutdown(Shutdown::Both);
             false
@@ -371,4 +382,25 @@ fn h2_conn(mut s: TcpStream, rst_code: u32) {
             _ => {}
         }
     }
+}
+
+/// Row `index` of the gateway-reply table, sent as that proxy sent it (status, `Server`,
+/// content type and the captured body).
+fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
+    use meshtriage_core::gateway_replies::{Headers, Product, GATEWAY_DOCS, GATEWAY_REPLIES};
+    let (Some(row), Some(docs)) = (GATEWAY_REPLIES.get(index), GATEWAY_DOCS.get(index)) else {
+        return ok(s, 404, "", "no such row\n");
+    };
+    let (server, content_type) = match row.headers {
+        Headers::ServerHtml(Product::Nginx) => ("server: nginx/1.22.1\r\n", "text/html"),
+        Headers::EnvoyText(_) => ("server: envoy\r\n", "text/plain"),
+        _ => ("", "text/html"),
+    };
+    let reply = format!(
+        "HTTP/1.1 {} X\r\n{server}content-type: {content_type}\r\ncontent-length: {}\r\n\r\n{}",
+        row.status,
+        docs.sample.len(),
+        docs.sample
+    );
+    s.write_all(reply.as_bytes()).is_ok()
 }

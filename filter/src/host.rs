@@ -258,6 +258,24 @@ pub fn cx_pool_ready_nanos() -> Option<u64> {
     property_u64(attr::CX_POOL_READY_DURATION.path)
 }
 
+/// `upstream.tls_version` is TLS 1.3 and this proxy presented no certificate
+/// (`upstream.subject_local_certificate` empty; read only after a TLS 1.3 version).
+pub fn upstream_tls13_without_client_cert() -> bool {
+    let version = property_string(attr::UPSTREAM_TLS_VERSION.path);
+    version.as_deref() == Some("TLSv1.3")
+        && meshtriage_core::tls13_rejection::tls13_without_client_cert(
+            version.as_deref(),
+            property_string(attr::UPSTREAM_LOCAL_SUBJECT.path).as_deref(),
+        )
+}
+
+/// The request's `grpc-timeout` (read through `request.headers`; Envoy answers it at the log)
+/// and how long the request took, in nanoseconds.
+pub fn grpc_timeout_and_duration() -> Option<(Vec<u8>, u64)> {
+    let timeout = property(attr::REQUEST_GRPC_TIMEOUT.path)?;
+    Some((timeout, property_u64(attr::REQUEST_DURATION.path)?))
+}
+
 /// The upstream certificate carries a SPIFFE identity (`upstream.uri_san_peer_certificate`).
 pub fn upstream_is_mesh_workload() -> bool {
     property_string(attr::UPSTREAM_PEER_URI_SAN.path).is_some_and(|san| attr::is_spiffe(&san))

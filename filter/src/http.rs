@@ -210,6 +210,9 @@ impl HttpFilter {
             return;
         };
         metrics::count_failure(dir, v.layer, v.class, v.origin, v.side);
+        if let Some(label) = v.grpc.and_then(meshtriage_core::grpc::code_label) {
+            metrics::count(names::grpc_failures(dir, label));
+        }
         if self.request_bytes > 0 {
             // Like the all-requests histogram: requests with a body (see `record_request_bytes`).
             metrics::histogram(
@@ -268,6 +271,8 @@ impl Reads for HttpFilter {
             request_body_bytes: self.request_bytes,
             hop_by_hop: self.hop_by_hop,
             upstream_mtls: false, // asked by the stages only for transport-layer verdicts
+            upstream_tls13_no_client_cert: false, // likewise, for a new connection's UC
+            grpc_deadline: false, // only for a client gone or a status 4
             connect_nanos: if SignalReads::connect_duration(flags) {
                 host::cx_pool_ready_nanos()
             } else {
@@ -288,6 +293,17 @@ impl Reads for HttpFilter {
 
     fn response_code(&mut self) -> Option<u16> {
         host::response_code()
+    }
+
+    fn tls13_without_client_cert(&mut self) -> bool {
+        host::upstream_tls13_without_client_cert()
+    }
+
+    fn grpc_deadline_ran_out(&mut self) -> bool {
+        host::grpc_timeout_and_duration().is_some_and(|(timeout, elapsed)| {
+            meshtriage_core::grpc::parse_timeout(&timeout)
+                .is_some_and(|t| meshtriage_core::grpc::deadline_ran_out(t, elapsed))
+        })
     }
 }
 
@@ -314,7 +330,7 @@ impl HttpContext for HttpFilter {
         };
         match probe.step(body_size) {
             ProbeStep::Skip => {}
-            ProbeStep::GiveUp => self.probe = None,
+            ProbeStep::GiveUp => probe.give_up(),
             ProbeStep::Read => match host::response_body(body_size) {
                 Some(chunk) => probe.body.extend_from_slice(&chunk),
                 None => {

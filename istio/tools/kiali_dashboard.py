@@ -33,7 +33,7 @@ NAME = "meshtriage"
 DISCOVER_ON = "meshtriage_requests_total"
 
 # (chart title, metric or metrics, labels to split by, width in twelfths of the page, unit), in
-# page order: failures, hop-by-hop headers, TCP failures, retry budget and payloads, plugin
+# page order: failures, hop-by-hop headers, gRPC codes, TCP failures, retry budget and payloads, plugin
 # health. Every series the Grafana dashboard reads is here (a test checks it).
 ERRORS = ["meshtriage_config_errors_total", "meshtriage_internal_errors_total", "meshtriage_malformed_upstream_verdicts_total"]
 CHARTS = [
@@ -42,6 +42,7 @@ CHARTS = [
     ("Failures by class", "meshtriage_failures_total", ["class", "layer", "dir"], 6, None),
     ("Failures by origin", "meshtriage_failures_total", ["origin", "side", "dir"], 6, None),
     ("Hop-by-hop headers in responses", "meshtriage_hop_by_hop_headers_total", ["header", "dir"], 12, None),
+    ("gRPC failures by status code", "meshtriage_grpc_failures_total", ["grpc_code", "dir"], 12, None),
     ("TCP connections", "meshtriage_tcp_connections_total", ["dir"], 6, None),
     ("TCP failures by class", "meshtriage_tcp_failures_total", ["class", "layer", "dir"], 6, None),
     ("Retry budget exceeded", "meshtriage_retry_budget_exceeded_total", ["dir"], 6, None),
@@ -53,7 +54,8 @@ CHARTS = [
     ("Plugin errors", ERRORS, [], 6, None),
 ]
 
-DISPLAY = {"dir": "Direction", "layer": "Layer", "class": "Class", "origin": "Origin", "side": "Side", "header": "Header"}
+DISPLAY = {"dir": "Direction", "layer": "Layer", "class": "Class", "origin": "Origin", "side": "Side", "header": "Header",
+           "grpc_code": "gRPC code"}
 
 
 def metric_list(readme=README):

@@ -39,6 +39,21 @@ const SCENARIOS: &[(&str, &str, bool)] = &[
     ),
     ("upstream resets mid-body", "/app/midbody-rst", false),
     ("app forges a verdict (inbound)", "/app/forged/503", true),
+    (
+        "nginx's 502 page (captured, replayed)",
+        "/app/gateway-page/0",
+        false,
+    ),
+    (
+        "HAProxy's 503 page (captured, replayed)",
+        "/app/gateway-page/3",
+        false,
+    ),
+    (
+        "keep-alive race (reused connection)",
+        "/race/close-reused",
+        false,
+    ),
 ];
 
 fn describe(v: &View) -> String {
@@ -46,12 +61,23 @@ fn describe(v: &View) -> String {
         .get("hints")
         .map(|h| format!(" [{h}]"))
         .unwrap_or_default();
+    let grpc = v
+        .get("grpc")
+        .map(|c| format!(" grpc={c}"))
+        .unwrap_or_default();
+    let inferred = if v.get("inferred").is_some() {
+        " inferred"
+    } else {
+        ""
+    };
     format!(
-        "{} {} origin={} side={}{}",
+        "{} {} origin={} side={}{}{}{}",
         v.layer,
         v.class(),
         v.get("origin").unwrap_or("-"),
         v.get("side").unwrap_or("-"),
+        inferred,
+        grpc,
         hints
     )
 }
@@ -70,6 +96,10 @@ fn main() {
             if path.contains('?') { '&' } else { '?' }
         );
         let port = if *inbound { bed.inbound_port } else { bed.port };
+        if path.contains("close-reused") {
+            // The race needs a pooled connection that served a request.
+            let _ = bed.get_on(port, path);
+        }
         let r = bed.get_on(port, &tagged);
         let header = r
             .header("x-meshtriage")

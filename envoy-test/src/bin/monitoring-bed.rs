@@ -1,7 +1,7 @@
 //! A short, bounded scenario run through real Envoys with the plugin, for the monitoring tests
 //! (istio/tests/test_monitoring.py): one HTTP bed and one TCP bed, traffic that makes every
-//! plugin metric appear (failures of each layer, an inbound app close, hop-by-hop headers, a
-//! retry storm, failed large uploads, TCP connections and failures).
+//! plugin metric appear (failures of each layer, an inbound app close, a gRPC status,
+//! hop-by-hop headers, a retry storm, failed large uploads, TCP connections and failures).
 //!
 //! Protocol on stdin/stdout: it prints `http ADMIN_PORT` and `tcp ADMIN_PORT` (Prometheus
 //! scrapes `/stats/prometheus` there) once both Envoys are ready, runs the traffic when it reads
@@ -42,6 +42,7 @@ fn main() {
             send(bed.port, "GET", "/uf", b""); // l4 connect_refused
             send(bed.port, "GET", "/app/hop/200", b""); // hop-by-hop headers
             send(bed.inbound_port, "GET", "/app/close", b""); // inbound connection_terminated
+            send(bed.port, "GET", "/app/grpc-only/14", b""); // gRPC UNAVAILABLE: grpc_code
         }
         for _ in 0..40 {
             send(bed.port, "GET", "/retry/flaky/80", b""); // retry storm: budget counter and gauge

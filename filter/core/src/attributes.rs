@@ -214,8 +214,37 @@ pub const PLUGIN_ROOT_ID: Attribute = Attribute {
     why: "selects the role: HTTP filter, or network filter (`meshtriage-tcp`)",
 };
 
+pub const UPSTREAM_TLS_VERSION: Attribute = Attribute {
+    path: b"upstream\0tls_version",
+    kind: Text,
+    when: &[FailingHeaders, Log],
+    cost: FailuresOnly,
+    why: "a new TLS 1.3 upstream connection closed before the response (`tls13_no_client_cert` hint); only for that failure",
+};
+pub const UPSTREAM_LOCAL_SUBJECT: Attribute = Attribute {
+    path: b"upstream\0subject_local_certificate",
+    kind: Text,
+    when: &[FailingHeaders, Log],
+    cost: FailuresOnly,
+    why: "whether this proxy presented a client certificate (`tls13_no_client_cert` hint); only after a TLS 1.3 `upstream.tls_version`",
+};
+pub const REQUEST_GRPC_TIMEOUT: Attribute = Attribute {
+    path: b"request\0headers\0grpc-timeout",
+    kind: Text,
+    when: &[Log],
+    cost: FailuresOnly,
+    why: "the call's deadline (`grpc_deadline_exceeded`); only for a client gone or a gRPC status 4 (Envoy answers `request.headers` at the log, not at response headers)",
+};
+pub const REQUEST_DURATION: Attribute = Attribute {
+    path: b"request\0duration",
+    kind: Int,
+    when: &[Log],
+    cost: FailuresOnly,
+    why: "how long the call took, against its `grpc-timeout`; only when that header was there",
+};
+
 /// Every attribute read, in the order the docs list them.
-pub const ATTRIBUTES: [Attribute; 18] = [
+pub const ATTRIBUTES: [Attribute; 22] = [
     RESPONSE_FLAGS,
     RESPONSE_CODE_DETAILS,
     RESPONSE_CODE,
@@ -234,6 +263,10 @@ pub const ATTRIBUTES: [Attribute; 18] = [
     NODE_ID,
     PLUGIN_NAME,
     PLUGIN_ROOT_ID,
+    UPSTREAM_TLS_VERSION,
+    UPSTREAM_LOCAL_SUBJECT,
+    REQUEST_GRPC_TIMEOUT,
+    REQUEST_DURATION,
 ];
 
 /// A SPIFFE identity in an upstream certificate's URI SAN: the peer is a mesh workload.

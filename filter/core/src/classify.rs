@@ -41,7 +41,9 @@ pub fn is_failing(s: &Signals, cfg: &Config) -> bool {
         && s.status.is_some_and(|c| c >= 400)
         && matches!(
             s.upstream,
-            UpstreamEvidence::ProxyStatus { .. } | UpstreamEvidence::LocalReplyBody { .. }
+            UpstreamEvidence::ProxyStatus { .. }
+                | UpstreamEvidence::LocalReplyBody { .. }
+                | UpstreamEvidence::Inferred { .. }
         )
     {
         return true;
@@ -101,6 +103,12 @@ pub fn classify(s: &Signals, cfg: &Config) -> Outcome {
         } else {
             let rule = matching_rule(s, cfg);
             let class = rule.map_or(Class::Unclassified, |r| r.class);
+            // Both ends of a gRPC deadline (client cancel, server status 4): one verdict.
+            let (rule, class) = if s.grpc_deadline && crate::grpc::may_be_deadline(s, class) {
+                (None, Class::GrpcDeadlineExceeded)
+            } else {
+                (rule, class)
+            };
             if let Some(h) = rule.and_then(|r| r.hint) {
                 hints.insert(h);
             }
@@ -162,6 +170,7 @@ fn upstream_class(s: &Signals, cfg: &Config, hints: &mut Hints) -> Option<(Class
             }
             Some((*class, class.info().layer))
         }
+        UpstreamEvidence::Inferred { class } => Some((*class, class.info().layer)),
     }
 }
 
@@ -187,6 +196,12 @@ fn add_hints(s: &Signals, cfg: &Config, class: Class, hints: &mut Hints) {
     }
     if s.retry_budget_exceeded {
         hints.insert(Hint::RetryBudgetExceeded);
+    }
+    if s.upstream_tls13_no_client_cert && class == Class::ConnectionTerminated {
+        hints.insert(Hint::Tls13NoClientCert);
+    }
+    if crate::reused_connection::reused_connection(s, class) {
+        hints.insert(Hint::ReusedConnection);
     }
     // On a failed connect (UF) the duration measures the failure, not a slow success.
     if !s.flags.has(Flag::UF) && s.connect_nanos.is_some_and(|n| n >= SLOW_CONNECT_NANOS) {

@@ -8,6 +8,7 @@ use crate::hop_by_hop::HopHeader;
 use crate::signals::{Phase, Signals};
 use crate::taxonomy::{Class, Direction};
 use crate::tcp::{classify_tcp, tcp_verdict, Closer, TcpSignals};
+use crate::upstream::UpstreamEvidence;
 use crate::{classify, Config, Verdict};
 
 /// The hop identity used in examples.
@@ -125,6 +126,18 @@ pub fn example_signals(class: Class) -> Signals {
         Class::AppGrpcError => Signals {
             grpc_status: Some(14),
             ..failed(200, &[], "via_upstream")
+        },
+        Class::GatewayError => Signals {
+            upstream: UpstreamEvidence::LocalReplyBody {
+                class: Class::GatewayError,
+                retried: false,
+            },
+            ..failed(502, &[], "via_upstream")
+        },
+        Class::GrpcDeadlineExceeded => Signals {
+            grpc_status: Some(4),
+            grpc_deadline: true,
+            ..late(failed(200, &[], "via_upstream"))
         },
         Class::Unclassified => failed(500, &[], "some_future_detail"),
     }

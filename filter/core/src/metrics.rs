@@ -27,6 +27,8 @@ pub const RETRY_RATIO: &str = "meshtriage_retry_ratio_permille";
 /// Gauge: failure ratio of large requests minus that of the others (per-mille, floored at 0)
 /// over the window, all clusters of the direction together.
 pub const LARGE_PAYLOAD_FAILURE_RATIO: &str = "meshtriage_large_payload_failure_ratio_permille";
+/// Counter: gRPC failures by status code (`grpc_code`: one of the 16 failing codes' names).
+pub const GRPC_FAILURES: &str = "meshtriage_grpc_failures_total";
 /// Histogram: request body bytes of every request.
 pub const REQUEST_BYTES: &str = "meshtriage_request_bytes";
 /// Histogram: request body bytes of failing requests, by layer.
@@ -83,10 +85,11 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// Every metric the plugin writes.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 14] = [
+pub const METRICS: [Metric; 15] = [
     metric(REQUESTS, Counter, &["dir"], "HTTP requests seen (added once per second)", false),
     metric(FAILURES, Counter, &["dir", "layer", "class", "origin", "side"], "failing HTTP requests by verdict", false),
     metric(HOP_BY_HOP, Counter, &["dir", "header"], "upstream responses carrying a hop-by-hop header", false),
+    metric(GRPC_FAILURES, Counter, &["dir", "grpc_code"], "gRPC failures by status code (`grpc_code`: one of the 16 failing codes, e.g. `unavailable`)", false),
     metric(TCP_CONNECTIONS, Counter, &["dir"], "connections seen by the network filter", false),
     metric(TCP_FAILURES, Counter, &["dir", "layer", "class"], "failing connections by verdict", false),
     metric(CONFIG_ERRORS, Counter, &[], "configurations refused for errors (the last good one stays)", true),
@@ -138,7 +141,15 @@ pub fn predefined() -> Vec<(Kind, String)> {
 }
 
 /// Every tag the plugin writes, in the order names carry them.
-pub const TAGS: [&str; 6] = ["dir", "layer", "class", "origin", "side", "header"];
+pub const TAGS: [&str; 7] = [
+    "dir",
+    "layer",
+    "class",
+    "origin",
+    "side",
+    "header",
+    "grpc_code",
+];
 
 /// The `stats_config.stats_tags` entries (tag name, regex) an Envoy bootstrap needs.
 pub fn stats_tags() -> Vec<(&'static str, String)> {
@@ -174,6 +185,14 @@ pub fn failures(dir: Direction, layer: Layer, class: Class, origin: Origin, side
             ("origin", origin.as_str()),
             ("side", side.as_str()),
         ],
+    )
+}
+
+/// `code_label`: a label of [`crate::grpc::code_label`].
+pub fn grpc_failures(dir: Direction, code_label: &str) -> String {
+    tagged(
+        GRPC_FAILURES,
+        &[("dir", dir.as_str()), ("grpc_code", code_label)],
     )
 }
 

@@ -2,6 +2,7 @@
 //! The glue hands the raw header pairs in; everything the verdict needs is picked out here.
 
 use crate::config::{Config, Trust};
+use crate::gateway_replies::{server_product, ContentKind, HeaderView, Product};
 use crate::hop_by_hop::HopByHop;
 use crate::taxonomy::Direction;
 use crate::upstream::MAX_LOCAL_REPLY_BODY;
@@ -22,6 +23,9 @@ pub struct ResponseScan {
     pub proxy_status: Option<Vec<u8>>,
     /// `text/plain` (or no content type) and small: may be an Envoy local reply's body.
     pub small_text_body: bool,
+    /// The product `Server` names (gateway replies, [`crate::gateway_replies`]).
+    pub server: Product,
+    pub content: ContentKind,
 }
 
 /// Parses a gRPC status value; `None` for anything but 0..=99.
@@ -61,7 +65,11 @@ impl ResponseScan {
                         .ok()
                         .and_then(|s| s.trim().parse().ok())
                 }
-                "content-type" => text_type = value.starts_with(b"text/plain"),
+                "content-type" => {
+                    scan.content = ContentKind::of(value);
+                    text_type = scan.content == ContentKind::Plain;
+                }
+                "server" => scan.server = server_product(value),
                 "proxy-status" => scan.proxy_status = Some(value.to_vec()),
                 _ if verdict_header == Some(name) => scan.verdict_lines.push(value.to_vec()),
                 _ => scan.hop_by_hop.observe(name, value, scan.status),
@@ -81,6 +89,16 @@ impl ResponseScan {
         self.small_text_body
             && self.proxy_status.is_none()
             && self.status.is_some_and(is_local_reply_status)
+    }
+
+    /// What the gateway-reply table looks at.
+    pub fn header_view(&self) -> HeaderView {
+        HeaderView {
+            status: self.status,
+            server: self.server,
+            content: self.content,
+            length: self.content_length,
+        }
     }
 
     /// Could this response be failing at header time? Cheap: no property needed.

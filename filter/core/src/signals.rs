@@ -50,6 +50,12 @@ pub struct Signals {
     pub hop_by_hop: HopByHop,
     /// The upstream connection used mesh mTLS (a SPIFFE peer identity).
     pub upstream_mtls: bool,
+    /// A new TLS 1.3 upstream connection on which this proxy presented no certificate (read by
+    /// the glue only when [`crate::tls13_rejection::worth_reading`] says so).
+    pub upstream_tls13_no_client_cert: bool,
+    /// The request carried `grpc-timeout` and the call lasted about that long (read by the
+    /// glue only when [`crate::grpc::may_be_deadline`] says so).
+    pub grpc_deadline: bool,
     /// `upstream.cx_pool_ready_duration` in nanoseconds.
     pub connect_nanos: Option<u64>,
     /// Retries to this cluster are over budget in the current window.

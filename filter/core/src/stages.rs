@@ -15,9 +15,12 @@
 use crate::classify::{classify, is_failing};
 use crate::config::Config;
 use crate::flags::{Flag, ResponseFlags};
+use crate::gateway_replies::confirmed_by_body;
+use crate::grpc;
 use crate::response::{trusts_upstream, ResponseScan};
 use crate::sfv;
 use crate::signals::{Phase, Signals};
+use crate::tls13_rejection;
 use crate::upstream::{
     bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
 };
@@ -35,6 +38,16 @@ pub trait Reads {
     fn response_flags(&mut self) -> ResponseFlags;
     /// `response.code`, 0 as `None` (end of stream).
     fn response_code(&mut self) -> Option<u16>;
+    /// A new TLS 1.3 upstream connection on which this proxy presented no certificate
+    /// (`upstream.tls_version`, then `upstream.subject_local_certificate`).
+    fn tls13_without_client_cert(&mut self) -> bool {
+        false
+    }
+    /// The request's `grpc-timeout` ran out (`request.headers`, `request.duration`; only
+    /// answered at the end of the stream).
+    fn grpc_deadline_ran_out(&mut self) -> bool {
+        false
+    }
 }
 
 /// Which optional properties a signal gathering reads (the glue asks before each).
@@ -66,9 +79,20 @@ pub fn assemble(
         return None;
     }
     let mut outcome = classify(s, cfg);
+    // Both ends of a gRPC deadline get one verdict (the request's header is readable at the
+    // end of the stream only; a header-time status 4 is looked at again there, see `finish`).
+    if s.phase == Phase::Log && grpc::may_be_deadline(s, outcome.class) {
+        s.grpc_deadline = reads.grpc_deadline_ran_out();
+        if s.grpc_deadline {
+            outcome = classify(s, cfg);
+        }
+    }
     if outcome.wants_mtls() {
         s.upstream_mtls = reads.upstream_mtls();
-        if s.upstream_mtls {
+        if tls13_rejection::worth_reading(&outcome, s) {
+            s.upstream_tls13_no_client_cert = reads.tls13_without_client_cert();
+        }
+        if s.upstream_mtls || s.upstream_tls13_no_client_cert {
             outcome = classify(s, cfg);
         }
     }
@@ -111,6 +135,8 @@ pub struct Malformed {
 pub struct BodyProbe {
     pub signals: Signals,
     pub body: Vec<u8>,
+    /// The body outgrew the cap: no gateway's reply (an `inferred` verdict is withdrawn).
+    pub overflow: bool,
 }
 
 /// What to do with one response-body chunk of a probed response.
@@ -125,8 +151,24 @@ pub enum ProbeStep {
 }
 
 impl BodyProbe {
+    /// A probe of a response with these header-time signals.
+    pub fn new(signals: Signals) -> BodyProbe {
+        BodyProbe {
+            signals,
+            body: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    /// The body is bigger than any gateway's reply: keep the signals (to withdraw an
+    /// `inferred` verdict at the end), drop the bytes.
+    pub fn give_up(&mut self) {
+        self.overflow = true;
+        self.body = Vec::new();
+    }
+
     pub fn step(&self, chunk_size: usize) -> ProbeStep {
-        if chunk_size == 0 {
+        if self.overflow || chunk_size == 0 {
             ProbeStep::Skip
         } else if self.body.len().saturating_add(chunk_size) > MAX_LOCAL_REPLY_BODY {
             ProbeStep::GiveUp
@@ -208,17 +250,18 @@ pub fn plan_headers(
     // Envoy cannot hold the headers and hand the body over first (proxy-wasm turns a pause into
     // StopAllIterationAndWatermark: no body callback until the headers go on), so the header
     // keeps what the headers prove, and the body refines metrics and filter state.
-    let probe = (s.via_upstream()
-        && kept_entries.is_none()
-        && s.upstream == UpstreamEvidence::None
-        && !input.end_of_stream
-        && scan.may_carry_local_reply())
-    .then(|| {
-        Box::new(BodyProbe {
-            signals: s.clone(),
-            body: Vec::new(),
-        })
-    });
+    // Another gateway's error page (nginx, HAProxy, a plain Envoy) likewise: the headers make
+    // it likely (the header says `inferred`, see crate::gateway_replies), the body certain.
+    let mut probe = None;
+    if s.via_upstream() && kept_entries.is_none() && s.upstream == UpstreamEvidence::None {
+        let view = scan.header_view();
+        if !input.end_of_stream && (scan.may_carry_local_reply() || view.may_be_gateway_page()) {
+            probe = Some(Box::new(BodyProbe::new(s.clone())));
+        }
+        if let Some(reply) = view.likely() {
+            s.upstream = UpstreamEvidence::Inferred { class: reply.class };
+        }
+    }
     let Some(verdict) = assemble(&mut s, cfg, hop, reads) else {
         let mut plan = HeaderPlan::success(scan);
         plan.probe = probe;
@@ -233,7 +276,9 @@ pub fn plan_headers(
         (Some(_), Some(entries), true) => HeaderAction::Replace(entries),
         (Some(_), None, true) => HeaderAction::Write(verdict.encode(cfg.include_detail)),
     };
-    let proxy_status = if cfg.proxy_status && !kept {
+    // An `inferred` verdict names another proxy's failure as likely: this hop writes no
+    // Proxy-Status entry for it.
+    let proxy_status = if cfg.proxy_status && !kept && !verdict.inferred {
         verdict.proxy_status()
     } else {
         None
@@ -279,13 +324,34 @@ pub fn finish(input: EndInput, cfg: &Config, hop: &str, reads: &mut impl Reads) 
     let mut verdict = input.verdict;
     let mut changed = false;
     if let Some(probe) = input.probe {
-        let BodyProbe { mut signals, body } = *probe;
-        if let Some(evidence) = local_reply_class(&body) {
+        let BodyProbe {
+            mut signals,
+            body,
+            overflow,
+        } = *probe;
+        let evidence = if overflow {
+            None
+        } else {
+            local_reply_class(&body).or_else(|| confirmed_by_body(signals.status, &body))
+        };
+        let inferred = verdict.as_ref().is_some_and(|v| v.inferred);
+        if let Some(evidence) = evidence {
             signals.upstream = evidence;
             if let Some(v) = assemble(&mut signals, cfg, hop, reads) {
                 verdict = Some(v);
                 changed = true;
             }
+        } else if inferred {
+            // The body refutes what the headers suggested: the verdict goes back to the app.
+            verdict = assemble(&mut signals, cfg, hop, reads);
+            changed = true;
+        }
+    }
+    // A status 4 decided at header time: the request's `grpc-timeout` is readable only now.
+    if let Some(v) = verdict.as_mut() {
+        if grpc::status_4_undecided(v) && reads.grpc_deadline_ran_out() {
+            grpc::as_deadline(v);
+            changed = true;
         }
     }
     let late_grpc = input.grpc_trailer.is_some_and(|g| cfg.grpc_failing(g));
@@ -735,6 +801,7 @@ mod tests {
         let probe = BodyProbe {
             signals: Signals::default(),
             body: vec![b'x'; 200],
+            overflow: false,
         };
         assert_eq!(probe.step(0), ProbeStep::Skip);
         assert_eq!(probe.step(56), ProbeStep::Read);
@@ -776,6 +843,7 @@ mod tests {
                     ..details("via_upstream", Direction::Inbound)
                 },
                 body: body.to_vec(),
+                overflow: false,
             }))
         };
         let app_verdict = || {
@@ -929,5 +997,226 @@ mod tests {
             );
             assert_eq!(fake.asked_code as usize, signal_reads, "{case}: code reads");
         }
+    }
+
+    /// A host for the new reads: a deadline that ran out, a TLS 1.3 connection without a
+    /// client certificate; counts what was asked.
+    #[derive(Default)]
+    struct Fake2 {
+        inner: Fake,
+        deadline: bool,
+        tls13: bool,
+        asked_deadline: u32,
+        asked_tls13: u32,
+    }
+
+    impl Reads for Fake2 {
+        fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
+            self.inner.signals(phase, status)
+        }
+        fn upstream_mtls(&mut self) -> bool {
+            self.inner.upstream_mtls()
+        }
+        fn response_flags(&mut self) -> ResponseFlags {
+            self.inner.response_flags()
+        }
+        fn response_code(&mut self) -> Option<u16> {
+            self.inner.response_code()
+        }
+        fn tls13_without_client_cert(&mut self) -> bool {
+            self.asked_tls13 += 1;
+            self.tls13
+        }
+        fn grpc_deadline_ran_out(&mut self) -> bool {
+            self.asked_deadline += 1;
+            self.deadline
+        }
+    }
+
+    const NGINX_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+
+    fn nginx_504_headers() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (":status", "504"),
+            ("server", "nginx/1.22.1"),
+            ("content-type", "text/html"),
+            ("content-length", "167"),
+        ]
+    }
+
+    /// The headers make nginx's page likely (`inferred` in the header); the body makes it
+    /// certain, refutes it (the app's own page), or is too big to be it.
+    #[test]
+    fn gateway_pages_are_inferred_then_confirmed_or_withdrawn() {
+        let c = Config::default();
+        let header_stage = || {
+            let mut fake = Fake {
+                signals: details("via_upstream", Direction::Outbound),
+                ..Fake::default()
+            };
+            plan(&nginx_504_headers(), false, &c, &mut fake)
+        };
+        let p = header_stage();
+        let v = p.verdict.clone().unwrap();
+        assert_eq!(
+            (v.class, v.origin, v.inferred),
+            (Class::UpstreamTimeout, Origin::UpstreamProxy, true)
+        );
+        assert!(matches!(&p.header, HeaderAction::Write(t) if t.contains(";inferred")));
+        let with_ps = cfg(|c| c.proxy_status = true);
+        let mut fake = Fake {
+            signals: details("via_upstream", Direction::Outbound),
+            ..Fake::default()
+        };
+        let ps = plan(&nginx_504_headers(), false, &with_ps, &mut fake).proxy_status;
+        assert_eq!(ps, None, "no Proxy-Status for an inferred verdict");
+        assert!(p.probe.is_some(), "the body is probed");
+        let end = |body: &[u8], overflow: bool| {
+            let p = header_stage();
+            let mut probe = p.probe.unwrap();
+            probe.body = body.to_vec();
+            if overflow {
+                probe.give_up();
+            }
+            let input = EndInput {
+                saw_headers: true,
+                response_complete: true,
+                verdict: p.verdict,
+                probe: Some(probe),
+                ..EndInput::default()
+            };
+            let mut fake = Fake::default();
+            finish(input, &c, "a.ns", &mut fake)
+        };
+        let confirmed = end(NGINX_504.as_bytes(), false);
+        let v = confirmed.verdict.unwrap();
+        assert_eq!(
+            (v.class, v.origin, v.inferred),
+            (Class::UpstreamTimeout, Origin::UpstreamProxy, false)
+        );
+        for (body, overflow) in [
+            (&b"<html>the app's own 504</html>"[..], false),
+            (&b""[..], true),
+        ] {
+            let refuted = end(body, overflow);
+            let v = refuted.verdict.unwrap();
+            assert!(refuted.changed);
+            assert_eq!(
+                (v.class, v.origin, v.inferred),
+                (Class::AppError, Origin::App, false)
+            );
+        }
+        // A 500 through nginx is never a gateway's.
+        let mut fake = Fake {
+            signals: details("via_upstream", Direction::Outbound),
+            ..Fake::default()
+        };
+        let mut h = nginx_504_headers();
+        h[0] = (":status", "500");
+        let p = plan(&h, false, &c, &mut fake);
+        assert_eq!(
+            p.verdict.map(|v| (v.class, v.inferred)),
+            Some((Class::AppError, false))
+        );
+        assert!(p.probe.is_none());
+    }
+
+    /// A trailers-only status 4 at header time cannot read the request's `grpc-timeout`: the
+    /// end-of-stream stage looks again (one read), and only for status 4.
+    #[test]
+    fn a_header_time_status_4_is_settled_at_the_end() {
+        let c = Config::default();
+        for (deadline, class) in [
+            (true, Class::GrpcDeadlineExceeded),
+            (false, Class::AppGrpcError),
+        ] {
+            let mut fake = Fake2 {
+                inner: Fake {
+                    signals: details("via_upstream", Direction::Outbound),
+                    ..Fake::default()
+                },
+                deadline,
+                ..Fake2::default()
+            };
+            let p = plan(
+                &[(":status", "200"), ("grpc-status", "4")],
+                true,
+                &c,
+                &mut fake.inner,
+            );
+            let v = p.verdict.unwrap();
+            assert_eq!((v.class, v.grpc), (Class::AppGrpcError, Some(4)));
+            let input = EndInput {
+                saw_headers: true,
+                response_complete: true,
+                verdict: Some(v),
+                ..EndInput::default()
+            };
+            let end = finish(input, &c, "a.ns", &mut fake);
+            assert_eq!(end.verdict.map(|v| v.class), Some(class));
+            assert_eq!(end.changed, deadline);
+            assert_eq!(fake.asked_deadline, 1);
+        }
+        // Another code: nothing to look at.
+        let mut fake = Fake2 {
+            inner: Fake {
+                signals: details("via_upstream", Direction::Outbound),
+                ..Fake::default()
+            },
+            deadline: true,
+            ..Fake2::default()
+        };
+        let p = plan(
+            &[(":status", "200"), ("grpc-status", "14")],
+            true,
+            &c,
+            &mut fake.inner,
+        );
+        let input = EndInput {
+            saw_headers: true,
+            response_complete: true,
+            verdict: p.verdict,
+            ..EndInput::default()
+        };
+        let end = finish(input, &c, "a.ns", &mut fake);
+        assert_eq!(end.verdict.map(|v| v.grpc), Some(Some(14)));
+        assert_eq!(fake.asked_deadline, 0);
+    }
+
+    /// The TLS version and local certificate are read only for a new connection's UC.
+    #[test]
+    fn tls13_reads_only_for_a_new_connections_termination() {
+        let c = Config::default();
+        let uc = |connect_nanos| Signals {
+            flags: ResponseFlags(Flag::UC.mask()),
+            details: Some("upstream_reset_before_response_started{connection_termination}".into()),
+            connect_nanos,
+            ..Signals::default()
+        };
+        for (nanos, asked, hinted) in [(Some(2_000_000), 1, true), (Some(5_000), 0, false)] {
+            let mut fake = Fake2 {
+                inner: Fake {
+                    signals: uf(),
+                    ..Fake::default()
+                },
+                tls13: true,
+                ..Fake2::default()
+            };
+            let v = assemble(&mut uc(nanos), &c, "a.ns", &mut fake).unwrap();
+            assert_eq!(fake.asked_tls13, asked, "{nanos:?}");
+            assert_eq!(
+                v.hints.contains(crate::taxonomy::Hint::Tls13NoClientCert),
+                hinted
+            );
+        }
+        let mut fake = Fake2 {
+            tls13: true,
+            ..Fake2::default()
+        };
+        let _ = assemble(&mut uf(), &c, "a.ns", &mut fake);
+        assert_eq!(
+            fake.asked_tls13, 0,
+            "a refused connect reads no TLS version"
+        );
     }
 }

@@ -161,6 +161,8 @@ pub enum Class {
     FilterFailure,
     AppError,
     AppGrpcError,
+    GatewayError,
+    GrpcDeadlineExceeded,
     DownstreamTlsError,
     ConnectionPolicyClosed,
     Unclassified,
@@ -288,6 +290,12 @@ class_table! {
     AppGrpcError => "app_grpc_error", L7, App, Upstream, "",
         "the upstream application answered with a failing gRPC status",
         "look at the app's logs: the network delivered its answer";
+    GatewayError => "gateway_error", L7, UpstreamProxy, Upstream, "",
+        "a proxy or load balancer further upstream (nginx, HAProxy, ...) answered with its own error page: it got no valid answer from its backend",
+        "the app behind that gateway never answered: read the gateway's error log for its backend, then check that backend (the table of gateway replies below says which)";
+    GrpcDeadlineExceeded => "grpc_deadline_exceeded", L7, Client, Upstream, "",
+        "the gRPC call outlived the deadline its client set (grpc-timeout): the client cancelled it, or the server answered DEADLINE_EXCEEDED, whichever timer fired first",
+        "latency, not the network: compare the client's deadline with the upstream's latency (p99); raise the deadline or make the call faster, and check that each hop passes on the remaining deadline";
     DownstreamTlsError => "downstream_tls_error", L4, Client, Downstream, "",
         "the client's TLS handshake with this proxy failed (plaintext client on a TLS port, missing or untrusted client certificate)",
         "check the client's TLS settings against this listener: a plaintext client on a STRICT mTLS port, or a certificate it does not trust (network filter only)";
@@ -346,10 +354,12 @@ pub enum Hint {
     LargePayload,
     RetryBudgetExceeded,
     SlowConnect,
+    ReusedConnection,
+    Tls13NoClientCert,
 }
 
 /// Every hint with its token, in the order they are written.
-pub const HINTS: [(Hint, &str); 8] = [
+pub const HINTS: [(Hint, &str); 10] = [
     (Hint::RetriesExhausted, "retries_exhausted"),
     (Hint::AppClosedConnection, "app_closed_connection"),
     (Hint::HopByHopHeaders, "hop_by_hop_headers"),
@@ -358,10 +368,12 @@ pub const HINTS: [(Hint, &str); 8] = [
     (Hint::LargePayload, "large_payload"),
     (Hint::RetryBudgetExceeded, "retry_budget_exceeded"),
     (Hint::SlowConnect, "slow_connect"),
+    (Hint::ReusedConnection, "reused_connection"),
+    (Hint::Tls13NoClientCert, "tls13_no_client_cert"),
 ];
 
 /// What each hint of [`HINTS`] means, same order (docs only: kept out of the wasm module).
-pub const HINT_MEANINGS: [&str; 8] = [
+pub const HINT_MEANINGS: [&str; 10] = [
     "URX: the retry policy gave up; `attempts` says how many were made",
     "UC on an inbound listener: the local app closed the connection without answering - look at the app, not the network",
     "the failing response carried hop-by-hop headers (connection, te, trailer, upgrade, ...): an app copying another response's headers",
@@ -370,6 +382,8 @@ pub const HINT_MEANINGS: [&str; 8] = [
     "the request or response body was at or above large_payload_bytes",
     "retries to this cluster exceeded the retry budget in the current window",
     "the upstream connection took a second or more to establish: SYN retransmissions, i.e. loss on the path",
+    "the request went out on a pooled connection that had already served one, and the upstream closed it before answering. When the upstream closes idle connections (its keep-alive timeout), this is the keep-alive race: make the upstream's keep-alive timeout longer than this proxy's idle timeout for the cluster, and retry on reset",
+    "the upstream closed a new TLS 1.3 connection before answering, and this proxy presented no client certificate: a server that requires one rejects it this way under TLS 1.3 (alert 116 after the handshake, which Envoy reports as a plain termination). Check the mTLS modes: the upstream wants mTLS (PeerAuthentication STRICT, a server requiring client certificates) and this side sends none (DestinationRule tls mode DISABLE or SIMPLE, or a workload without sidecar)",
 ];
 
 impl Hint {
@@ -617,6 +631,10 @@ mod tests {
         for c in Class::all().filter(|c| *c != Class::Unclassified) {
             assert!(
                 RULES.iter().any(|r| r.class == c)
+                    || c == Class::GrpcDeadlineExceeded // crate::grpc, over a rule's class
+                    || crate::gateway_replies::GATEWAY_REPLIES
+                        .iter()
+                        .any(|r| r.class == c)
                     || crate::tcp::TCP_RULES.iter().any(|r| r.class == c),
                 "{} has no rule",
                 c.as_str()

@@ -28,8 +28,12 @@ pub enum UpstreamEvidence {
         details: Option<String>,
         flags: ResponseFlags,
     },
-    /// A body that is one of Envoy's local replies.
+    /// A body that is one of Envoy's local replies (or another gateway's error page, see
+    /// [`crate::gateway_replies`]).
     LocalReplyBody { class: Class, retried: bool },
+    /// The headers make another proxy's reply likely, not certain (the body, read later,
+    /// confirms or refutes it): the verdict header carries `inferred`.
+    Inferred { class: Class },
 }
 
 /// Upstream verdict entries after bounding.

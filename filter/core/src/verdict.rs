@@ -6,6 +6,7 @@ use crate::flags::ResponseFlags;
 use crate::sfv::push_string;
 use crate::signals::Signals;
 use crate::taxonomy::{Class, Direction, Hints, Layer, Origin, Side};
+use crate::upstream::UpstreamEvidence;
 use std::fmt::Write;
 
 /// Longest `detail` written.
@@ -24,6 +25,12 @@ pub struct Verdict {
     pub detail: Option<String>,
     pub attempts: u64,
     pub hints: Hints,
+    /// Origin and class come from the headers only (another proxy's reply is likely, not
+    /// certain): written as the Boolean parameter `inferred`. The body, read as it passes,
+    /// confirms or corrects the verdict in the access log and the metrics.
+    pub inferred: bool,
+    /// The failing gRPC status (1..=16), written as `grpc=N`.
+    pub grpc: Option<u32>,
 }
 
 /// What a verdict records about the exchange (request or connection) besides the outcome:
@@ -39,7 +46,7 @@ pub struct ExchangeFacts<'a> {
 impl Verdict {
     /// The verdict of an HTTP exchange.
     pub fn new(outcome: Outcome, s: &Signals, hop: &str) -> Verdict {
-        Verdict::from_parts(
+        let mut v = Verdict::from_parts(
             outcome,
             ExchangeFacts {
                 dir: s.direction,
@@ -48,7 +55,13 @@ impl Verdict {
                 detail: s.details.clone(),
                 attempts: s.attempts,
             },
-        )
+        );
+        v.inferred = matches!(s.upstream, UpstreamEvidence::Inferred { .. })
+            && outcome.origin == Origin::UpstreamProxy;
+        v.grpc = s
+            .grpc_status
+            .filter(|c| crate::grpc::code_label(*c).is_some());
+        v
     }
 
     pub fn from_parts(outcome: Outcome, c: ExchangeFacts<'_>) -> Verdict {
@@ -63,6 +76,8 @@ impl Verdict {
             detail: c.detail,
             attempts: c.attempts,
             hints: outcome.hints,
+            inferred: false,
+            grpc: None,
         }
     }
 
@@ -77,6 +92,12 @@ impl Verdict {
             self.origin.as_str(),
             self.side.as_str()
         );
+        if self.inferred {
+            out.push_str(";inferred");
+        }
+        if let Some(code) = self.grpc {
+            let _ = write!(out, ";grpc={code}");
+        }
         if self.dir != Direction::Unknown {
             let _ = write!(out, ";dir={}", self.dir.as_str());
         }

@@ -146,6 +146,8 @@ fn signals() -> impl Strategy<Value = Signals> {
                 request_body_bytes: req,
                 hop_by_hop: HopByHop::default(),
                 upstream_mtls: mtls,
+                upstream_tls13_no_client_cert: mtls && budget,
+                grpc_deadline: started && budget,
                 connect_nanos: connect,
                 retry_budget_exceeded: budget,
                 upstream,
@@ -176,6 +178,8 @@ fn verdict() -> impl Strategy<Value = Verdict> {
                 detail,
                 attempts,
                 hints: Hints(hints),
+                inferred: false,
+                grpc: None,
             },
         )
 }

@@ -1,0 +1,510 @@
+//! Real third-party software for tests/e2e_real_software.rs: nginx and HAProxy from Debian,
+//! started on loopback sockets this process bound (port 0, read back, handed over as an
+//! inherited file descriptor: no port race), plus tiny raw backends (one that holds every
+//! connection open, one that closes each connection unanswered). A program that is missing and
+//! cannot be installed makes its scenario skip with a message naming the package.
+
+use crate::paths;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+/// `bin` from the Debian package `package`: found, else installed with apt-get (root only),
+/// else `Err` saying why the scenario must be skipped (the test reports it with
+/// `meshtriage_suite::skip`, which `cargo test` shows even for a passing test).
+pub fn tool(bin: &str, package: &str) -> Result<PathBuf, String> {
+    let find = || {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(bin))
+            .find(|p| p.exists())
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    static UPDATE: Once = Once::new();
+    UPDATE.call_once(|| {
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    });
+    let _ = Command::new("apt-get")
+        .args([
+            "-o",
+            "DPkg::Lock::Timeout=600",
+            "install",
+            "-y",
+            "-qq",
+            package,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    find().ok_or_else(|| {
+        format!("{bin} not found and the Debian package `{package}` could not be installed (apt-get as root)")
+    })
+}
+
+/// A daemon started by [`spawn_on_inherited_socket`]; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Binds 127.0.0.1:0 in a small python3 launcher, then runs `program` with the listening socket
+/// inherited. `config(port, fd)` returns the program's arguments and extra environment,
+/// written once the port is known. Waits (bounded) until the port accepts connections.
+pub fn spawn_on_inherited_socket(
+    name: &str,
+    program: &Path,
+    config: impl FnOnce(&Path, u16, i32) -> (Vec<String>, Vec<(String, String)>),
+) -> Daemon {
+    const LAUNCHER: &str = "import os, socket, sys\n\
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(128); s.set_inheritable(True)\n\
+open(sys.argv[1] + '.tmp', 'w').write('%d %d' % (s.getsockname()[1], s.fileno()))\n\
+os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+line = sys.stdin.readline().rstrip('\\n').split('\\t')\n\
+env = dict(os.environ); env.update(dict(kv.split('=', 1) for kv in line[1:] if kv))\n\
+args = line[0].split('\\x1f')\n\
+os.execve(args[0], args, env)\n";
+    let dir = paths::scratch(name);
+    let port_file = dir.join("port");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("daemon log");
+    let mut child = Command::new("python3")
+        .args(["-c", LAUNCHER])
+        .arg(&port_file)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("python3 (the launcher) must be installed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (port, fd) = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let mut it = text.split(' ').filter_map(|x| x.parse::<i64>().ok());
+            if let (Some(p), Some(f)) = (it.next(), it.next()) {
+                break (p as u16, f as i32);
+            }
+        }
+        assert!(Instant::now() < deadline, "{name}: launcher did not bind");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (args, env) = config(&dir, port, fd);
+    let mut line = std::iter::once(program.display().to_string())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join("\x1f");
+    for (k, v) in env {
+        line.push('\t');
+        line.push_str(&format!("{k}={v}"));
+    }
+    line.push('\n');
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(line.as_bytes())
+        .expect("launcher stdin");
+    let mut daemon = Daemon { child, port, dir };
+    // The socket listens from the start; wait until the program has taken over (it answers).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("{name} exited with {status}\n{}", daemon.log());
+        }
+        if crate::request(port, "GET", "/__ready", &[], b"").is_ok() {
+            return daemon;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not answering\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// nginx (foreground, master only) with `server_body` inside `server { listen ...; }`.
+pub fn nginx(nginx: &Path, server_body: &str) -> Daemon {
+    let body = server_body.to_string();
+    spawn_on_inherited_socket("nginx", nginx, move |dir, port, fd| {
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off;\n\
+               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+               uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               server {{ listen 127.0.0.1:{port}; location = /__ready {{ return 204; }}\n{body}\n}} }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        (
+            vec![
+                "-e".into(),
+                format!("{d}/error.log"),
+                "-p".into(),
+                d.to_string(),
+                "-c".into(),
+                format!("{d}/nginx.conf"),
+            ],
+            vec![("NGINX".into(), format!("{fd};"))],
+        )
+    })
+}
+
+/// HAProxy (foreground) with `frontend_and_backends` after a frontend bound to the socket.
+pub fn haproxy(haproxy: &Path, rest: &str) -> Daemon {
+    let rest = rest.to_string();
+    spawn_on_inherited_socket("haproxy", haproxy, move |dir, _port, fd| {
+        let conf = format!(
+            "global\n  maxconn 64\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 1s\n\
+             frontend fe\n  bind fd@{fd}\n  http-request return status 204 if {{ path /__ready }}\n{rest}\n"
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, conf).expect("haproxy.cfg");
+        (
+            vec!["-db".into(), "-f".into(), path.display().to_string()],
+            vec![],
+        )
+    })
+}
+
+/// A raw TCP backend: `hold` keeps every connection open (a hung app), else each connection
+/// is closed as soon as the request arrives, unanswered. Stops when dropped.
+pub struct RawBackend {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+pub fn raw_backend(hold: bool) -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut c) = conn else { continue };
+            if hold {
+                held.push(c);
+            } else {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut c, &mut buf);
+                drop(c);
+            }
+        }
+    });
+    RawBackend { port, stop }
+}
+
+/// The keep-alive race, made deterministic: on each connection the first request is answered
+/// (`200`, keep-alive) unless its path contains `close-now` (then the connection is closed
+/// unanswered: an app closing on purpose); the second request on a connection is never
+/// answered, the connection is closed, as a server does when its keep-alive timeout fires just
+/// as the proxy reuses the connection. Stops when dropped.
+pub fn keepalive_racer() -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(c) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = std::io::BufReader::new(&c);
+                let mut first = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut first).unwrap_or(0) == 0 {
+                    return;
+                }
+                loop {
+                    let mut line = String::new();
+                    match std::io::BufRead::read_line(&mut reader, &mut line) {
+                        Ok(n) if n > 2 => continue,
+                        _ => break,
+                    }
+                }
+                if first.contains("close-now") {
+                    return;
+                }
+                let _ = (&c).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                // The next request on this connection: read it, then close unanswered.
+                let mut next = String::new();
+                let _ = std::io::BufRead::read_line(&mut reader, &mut next);
+            });
+        }
+    });
+    RawBackend { port, stop }
+}
+
+/// `openssl s_server` on 127.0.0.1 (it binds port 0 and reports the port), serving HTTP
+/// (`-www`) with the bed's server certificate and requiring a client certificate signed by the
+/// bed's CA (`-Verify 1`), with TLS `version` (`-tls1_2` or `-tls1_3`). Killed on drop.
+pub fn tls_server_requiring_client_cert(certs: &crate::certs::Certs, version: &str) -> Daemon {
+    let dir = paths::scratch("s_server");
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-www",
+            "-Verify",
+            "1",
+            version,
+        ])
+        .arg("-cert")
+        .arg(&certs.server_cert)
+        .arg("-key")
+        .arg(&certs.server_key)
+        .arg("-CAfile")
+        .arg(&certs.ca)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("openssl (apt-get install openssl)");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("s_server exited with {status}\n{}", daemon.log());
+        }
+        daemon.port = daemon
+            .log()
+            .lines()
+            .find_map(|l| l.strip_prefix("ACCEPT 127.0.0.1:")?.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "s_server: no ACCEPT line\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
+/// A Python venv under target/ with the PyPI packages `packages`, created on first use; `Err`
+/// saying why the scenario must be skipped when pip cannot install them.
+pub fn python_venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    let venv = paths::root().join("target").join(name);
+    let python = venv.join("bin/python");
+    let marker = venv.join(format!(".installed-{}", packages.join("-")));
+    if marker.exists() {
+        return Ok(python);
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        let _ = std::fs::write(&marker, "");
+        Ok(python)
+    } else {
+        Err(format!(
+            "could not pip-install the PyPI package(s) {} into {}",
+            packages.join(", "),
+            venv.display()
+        ))
+    }
+}
+
+const GRPC_SERVER: &str = r#"
+import sys, time, grpc
+from concurrent import futures
+
+def slow(request, context):
+    time.sleep(3)
+    return b"late"
+
+def unavailable(request, context):
+    context.abort(grpc.StatusCode.UNAVAILABLE, "backend down")
+
+def ok(request, context):
+    return b"ok"
+
+def deadline(request, context):
+    # The server's timer fires first: it gives up 30 ms before the client would.
+    time.sleep(max(0.0, (context.time_remaining() or 0.0) - 0.03))
+    context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded on the server")
+
+handler = grpc.method_handlers_generic_handler("test.Svc", {
+    "Slow": grpc.unary_unary_rpc_method_handler(slow),
+    "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
+    "Ok": grpc.unary_unary_rpc_method_handler(ok),
+    "ServerDeadline": grpc.unary_unary_rpc_method_handler(deadline),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+server.wait_for_termination(timeout=120)
+"#;
+
+const GRPC_CLIENT: &str = r#"
+import sys, grpc
+port, method, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with grpc.insecure_channel("127.0.0.1:" + port) as ch:
+    call = ch.unary_unary("/test.Svc/" + method)
+    try:
+        call(b"x", timeout=timeout, metadata=(("x-scn", sys.argv[4]),))
+        print("OK")
+    except grpc.RpcError as e:
+        md = dict(e.trailing_metadata() or ())
+        print(e.code().name, md.get("x-meshtriage", "-"))
+"#;
+
+/// A grpcio server (unary methods `test.Svc/Slow` (3 s), `ServerDeadline` (answers
+/// DEADLINE_EXCEEDED 30 ms before the client's deadline), `Unavailable`, `Ok`) on a port it
+/// binds itself and reports. Killed on drop.
+pub fn grpc_server(python: &Path) -> Daemon {
+    let dir = paths::scratch("grpc-server");
+    let script = dir.join("server.py");
+    std::fs::write(&script, GRPC_SERVER).expect("server.py");
+    let out = dir.join("daemon.log");
+    let log = std::fs::File::create(&out).expect("log");
+    let child = Command::new(python)
+        .arg(&script)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("python");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("grpc server exited with {status}\n{}", daemon.log());
+        }
+        daemon.port = daemon
+            .log()
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "grpc server: no port\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+/// One grpcio client call through `port`: the status name and the verdict header the client
+/// got in its trailing metadata (`-`: none).
+pub fn grpc_call(python: &Path, port: u16, method: &str, timeout_s: f64, scn: &str) -> String {
+    let dir = paths::scratch("grpc-client");
+    let script = dir.join("client.py");
+    std::fs::write(&script, GRPC_CLIENT).expect("client.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([&port.to_string(), method, &timeout_s.to_string(), scn])
+        .output()
+        .expect("python");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const WSGI_APP: &str = r#"
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    status = {"/app/502": "502 Bad Gateway", "/app/503": "503 Service Unavailable",
+              "/app/500": "500 Internal Server Error"}.get(path, "200 OK")
+    body = ("<html><body><h1>%s</h1>the app's own page</body></html>" % status).encode()
+    start_response(status, [("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// gunicorn (an HTTP/1.1 app server from PyPI) serving a WSGI app that answers `/app/502`,
+/// `/app/503` and `/app/500` with its own HTML error pages; it binds port 0 and logs the
+/// port. Killed on drop.
+pub fn gunicorn(python: &Path) -> Daemon {
+    let dir = paths::scratch("gunicorn");
+    std::fs::write(dir.join("wsgi_app.py"), WSGI_APP).expect("wsgi_app.py");
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Command::new(python)
+        .args(["-m", "gunicorn", "-b", "127.0.0.1:0", "-w", "1", "--chdir"])
+        .arg(&dir)
+        .arg("wsgi_app:app")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("python");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("gunicorn exited with {status}\n{}", daemon.log());
+        }
+        daemon.port = daemon
+            .log()
+            .lines()
+            .find_map(|l| l.split("Listening at: http://127.0.0.1:").nth(1))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "gunicorn: no port\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
