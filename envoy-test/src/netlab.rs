@@ -47,7 +47,9 @@ impl Subnet {
                 .create_new(true)
                 .open(&claim);
             if let Ok(mut f) = created {
-                let _ = std::io::Write::write_all(&mut f, owner.as_bytes());
+                // The owning process in decimal, then the lab's name.
+                let line = format!("{} {owner}", std::process::id());
+                let _ = std::io::Write::write_all(&mut f, line.as_bytes());
                 return Subnet {
                     claim,
                     host: format!("10.231.{third}.{}", fourth + 1),
@@ -63,21 +65,24 @@ impl Subnet {
 }
 
 /// Removes the labs of test processes that died without cleaning up (killed, not failed: a
-/// failing test drops its lab): a claim names its owner `<pid>x<n>` (base 36); when that
-/// process is gone, its namespace, host interface and claim go.
+/// failing test drops its lab): a claim holds `<pid> <lab id>` (pid in decimal); when that
+/// process is gone, its namespace, host interface and claim go. A claim still being written
+/// (empty) or in another form is left alone.
 fn reap_stale(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let Some(pid) = owner
-            .split('x')
-            .next()
-            .and_then(|p| u32::from_str_radix(p, 36).ok())
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let Some((pid, owner)) = text
+            .split_once(' ')
+            .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o)))
         else {
             continue;
         };
+        if owner.is_empty() {
+            continue;
+        }
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
