@@ -143,7 +143,8 @@ fn failures_known_only_at_the_end_are_not_on_the_proxys_span() {
         );
         assert_eq!(verdict::parse(&line.verdict).remove(0), logged);
     }
-    let path = "/cb/slow/1500";
+    // The upstream would answer after 4 s: time enough for a loaded machine to leave first.
+    let path = "/cb/slow/4000";
     client_leaves(&t, path);
     let span = t.span(path);
     no_verdict_tags(&span);
@@ -161,7 +162,8 @@ fn failures_known_only_at_the_end_are_not_on_the_proxys_span() {
 #[test]
 fn the_routers_span_carries_a_client_gone_verdict() {
     let t = TraceBed::start("trace-upstream-span", "", true);
-    let path = "/cb/slow/1500";
+    // The upstream would answer after 4 s: time enough for a loaded machine to leave first.
+    let path = "/cb/slow/4000";
     client_leaves(&t, path);
     no_verdict_tags(&t.span(path));
     let up = t.upstream_span(path);

@@ -35,6 +35,7 @@ impl Subnet {
     fn claim(owner: &str) -> Subnet {
         let dir = PathBuf::from("/run/meshtriage-netlab");
         let _ = std::fs::create_dir_all(&dir);
+        reap_stale(&dir);
         // Start where this process and lab are unlikely to meet another; walk on when taken.
         let start = (std::process::id() as usize * 7 + owner.len()) % 16_384;
         for k in 0..16_384 {
@@ -46,7 +47,9 @@ impl Subnet {
                 .create_new(true)
                 .open(&claim);
             if let Ok(mut f) = created {
-                let _ = std::io::Write::write_all(&mut f, owner.as_bytes());
+                // The owning process in decimal, then the lab's name.
+                let line = format!("{} {owner}", std::process::id());
+                let _ = std::io::Write::write_all(&mut f, line.as_bytes());
                 return Subnet {
                     claim,
                     host: format!("10.231.{third}.{}", fourth + 1),
@@ -58,6 +61,34 @@ impl Subnet {
             "no free /30 in 10.231.0.0/16 (stale claims in {}?)",
             dir.display()
         );
+    }
+}
+
+/// Removes the labs of test processes that died without cleaning up (killed, not failed: a
+/// failing test drops its lab): a claim holds `<pid> <lab id>` (pid in decimal); when that
+/// process is gone, its namespace, host interface and claim go. A claim still being written
+/// (empty) or in another form is left alone.
+fn reap_stale(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let Some((pid, owner)) = text
+            .split_once(' ')
+            .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o)))
+        else {
+            continue;
+        };
+        if owner.is_empty() {
+            continue;
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = run(&["ip", "netns", "del", &format!("mtlab-{owner}")]);
+        let _ = run(&["ip", "link", "del", &format!("mth{owner}")]);
+        let _ = std::fs::remove_file(entry.path());
     }
 }
 

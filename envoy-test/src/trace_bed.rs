@@ -278,11 +278,11 @@ impl TraceBed {
         self.wait_span(scn, |s| s.parent_id.is_some())
     }
 
-    /// The trace-log line for `scn` (waits up to 5 s).
+    /// The trace-log line for `scn` (waits up to `envoy::WAIT`: a loaded machine flushes late).
     pub fn trace_log(&self, scn: &str) -> Option<TraceLogLine> {
         let path = self.bed.envoy.dir.join(TRACE_LOG);
         let needle = format!("TRACE scn={scn} ");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + crate::envoy::WAIT;
         loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if let Some(line) = text.lines().find(|l| l.starts_with(&needle)) {
@@ -303,7 +303,8 @@ impl TraceBed {
     }
 
     fn wait_span(&self, scn: &str, which: impl Fn(&Span) -> bool) -> Span {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Bounded like the harness's other waits; a span normally arrives within milliseconds.
+        let deadline = std::time::Instant::now() + crate::envoy::WAIT;
         loop {
             let spans = self.spans();
             if let Some(s) = spans.iter().find(|s| s.tag("scn") == Some(scn) && which(s)) {
