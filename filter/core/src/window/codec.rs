@@ -107,30 +107,11 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::super::tests::{budget, flush, IN};
     use super::super::{Pending, Table};
     use super::*;
-    use crate::config::RetryBudget;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    const OUT: Direction = Direction::Outbound;
-    const IN: Direction = Direction::Inbound;
-
-    fn budget(ratio: f64, window_seconds: u32, min_requests: u64) -> RetryBudget {
-        RetryBudget {
-            ratio,
-            window_seconds,
-            min_requests,
-        }
-    }
-
-    fn flush(t: &mut Table, now: u64, cluster: &str, n: u32, c: Counts) {
-        let mut p = Pending::default();
-        for _ in 0..n {
-            p.record(OUT, cluster, c);
-        }
-        t.merge(now, &p);
-    }
 
     #[test]
     fn encoding_round_trips_and_garbage_decodes_empty() {

@@ -372,10 +372,11 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const OUT: Direction = Direction::Outbound;
-    const IN: Direction = Direction::Inbound;
+    // Shared with the codec's tests (window/codec.rs).
+    pub(super) const OUT: Direction = Direction::Outbound;
+    pub(super) const IN: Direction = Direction::Inbound;
 
-    fn budget(ratio: f64, window_seconds: u32, min_requests: u64) -> RetryBudget {
+    pub(super) fn budget(ratio: f64, window_seconds: u32, min_requests: u64) -> RetryBudget {
         RetryBudget {
             ratio,
             window_seconds,
@@ -384,7 +385,7 @@ mod tests {
     }
 
     /// `n` requests of `attempts` attempts each to `cluster`, flushed at second `now`.
-    fn flush(t: &mut Table, now: u64, cluster: &str, n: u32, c: Counts) {
+    pub(super) fn flush(t: &mut Table, now: u64, cluster: &str, n: u32, c: Counts) {
         let mut p = Pending::default();
         for _ in 0..n {
             p.record(OUT, cluster, c);
