@@ -180,7 +180,7 @@ impl HttpFilter {
     /// The end-of-stream stage, and the filter state when its verdict is new. Also run before
     /// `on_log`, while the trace span is still open, where the evidence is complete: at the end
     /// of a probed body and on a failing gRPC trailer; `on_log` then runs it again to no effect.
-    fn settle(&mut self) {
+    fn settle(&mut self, at_log: bool) {
         let settings = self.settings.clone();
         let input = EndInput {
             saw_headers: self.saw_headers,
@@ -188,6 +188,7 @@ impl HttpFilter {
             grpc_trailer: self.grpc_trailer,
             verdict: self.verdict.take(),
             probe: self.probe.take(),
+            at_log,
         };
         let end = stages::finish(input, &settings.config, &settings.hop, self);
         if end.changed {
@@ -204,7 +205,7 @@ impl HttpFilter {
     fn finish(&mut self) {
         let dir = self.direction();
         metrics::count_request(dir);
-        self.settle();
+        self.settle(true);
         self.account(dir);
         let Some(v) = &self.verdict else {
             return;
@@ -341,7 +342,7 @@ impl HttpContext for HttpFilter {
         }
         if end_of_stream && end_stage_before_log(self.probe.is_some(), None, &self.settings.config)
         {
-            self.settle();
+            self.settle(false);
         }
         Action::Continue
     }
@@ -359,7 +360,7 @@ impl HttpContext for HttpFilter {
         }
         let cfg = &self.settings.config;
         if end_stage_before_log(self.probe.is_some(), self.grpc_trailer, cfg) {
-            self.settle();
+            self.settle(false);
         }
         Action::Continue
     }

@@ -75,13 +75,25 @@ pub fn assemble(
     hop: &str,
     reads: &mut impl Reads,
 ) -> Option<Verdict> {
+    let request_readable = s.phase == Phase::Log;
+    assemble_reading(s, cfg, hop, reads, request_readable)
+}
+
+/// [`assemble`], told whether the request's headers may be read (only from `on_log`).
+fn assemble_reading(
+    s: &mut Signals,
+    cfg: &Config,
+    hop: &str,
+    reads: &mut impl Reads,
+    request_readable: bool,
+) -> Option<Verdict> {
     if !is_failing(s, cfg) {
         return None;
     }
     let mut outcome = classify(s, cfg);
     // Both ends of a gRPC deadline get one verdict (the request's header is readable at the
     // end of the stream only; a header-time status 4 is looked at again there, see `finish`).
-    if s.phase == Phase::Log && grpc::may_be_deadline(s, outcome.class) {
+    if request_readable && grpc::may_be_deadline(s, outcome.class) {
         s.grpc_deadline = reads.grpc_deadline_ran_out();
         if s.grpc_deadline {
             outcome = classify(s, cfg);
@@ -305,6 +317,9 @@ pub struct EndInput {
     pub verdict: Option<Verdict>,
     /// The header stage's body probe, with the body read.
     pub probe: Option<Box<BodyProbe>>,
+    /// The stage runs from `on_log`. Earlier runs (end of a probed body, a failing gRPC
+    /// trailer) are in the response phase, where the request's headers are not to be read.
+    pub at_log: bool,
 }
 
 /// The end-of-stream stage's decision.
@@ -349,7 +364,7 @@ pub fn finish(input: EndInput, cfg: &Config, hop: &str, reads: &mut impl Reads) 
     }
     // A status 4 decided at header time: the request's `grpc-timeout` is readable only now.
     if let Some(v) = verdict.as_mut() {
-        if grpc::status_4_undecided(v) && reads.grpc_deadline_ran_out() {
+        if input.at_log && grpc::status_4_undecided(v) && reads.grpc_deadline_ran_out() {
             grpc::as_deadline(v);
             changed = true;
         }
@@ -360,7 +375,7 @@ pub fn finish(input: EndInput, cfg: &Config, hop: &str, reads: &mut impl Reads) 
         if flags.any_failure() || late_grpc || !input.saw_headers {
             let status = reads.response_code();
             let mut s = reads.signals(Phase::Log, status);
-            if let Some(v) = assemble(&mut s, cfg, hop, reads) {
+            if let Some(v) = assemble_reading(&mut s, cfg, hop, reads, input.at_log) {
                 verdict = Some(v);
                 changed = true;
             }
@@ -854,6 +869,7 @@ mod tests {
             plan(&[(":status", "503")], true, &c, &mut fake).verdict
         };
         let complete = |verdict, probe| EndInput {
+            at_log: true,
             saw_headers: true,
             response_complete: true,
             grpc_trailer: None,
@@ -910,6 +926,7 @@ mod tests {
             (
                 "incomplete, no failure flag",
                 EndInput {
+                    at_log: true,
                     response_complete: false,
                     ..complete(None, None)
                 },
@@ -922,6 +939,7 @@ mod tests {
             (
                 "incomplete, reset after headers",
                 EndInput {
+                    at_log: true,
                     response_complete: false,
                     ..complete(None, None)
                 },
@@ -934,6 +952,7 @@ mod tests {
             (
                 "no headers at all: classified",
                 EndInput {
+                    at_log: true,
                     saw_headers: false,
                     response_complete: false,
                     ..complete(None, None)
@@ -947,6 +966,7 @@ mod tests {
             (
                 "failing gRPC trailer",
                 EndInput {
+                    at_log: true,
                     grpc_trailer: Some(14),
                     ..complete(None, None)
                 },
@@ -959,6 +979,7 @@ mod tests {
             (
                 "succeeding gRPC trailer",
                 EndInput {
+                    at_log: true,
                     grpc_trailer: Some(0),
                     ..complete(None, None)
                 },
@@ -1079,6 +1100,7 @@ mod tests {
                 probe.give_up();
             }
             let input = EndInput {
+                at_log: true,
                 saw_headers: true,
                 response_complete: true,
                 verdict: p.verdict,
@@ -1121,6 +1143,58 @@ mod tests {
         assert!(p.probe.is_none());
     }
 
+    /// Before `on_log` (end of a probed body, a failing trailer) the stage is in the response
+    /// phase: it never reads the request's `grpc-timeout`, neither for a header-time status 4
+    /// nor for a failing trailer; `on_log` settles them.
+    #[test]
+    fn the_request_is_not_read_before_the_log() {
+        let c = Config::default();
+        let inner = || Fake {
+            signals: details("via_upstream", Direction::Outbound),
+            ..Fake::default()
+        };
+        let mut fake = Fake2 {
+            inner: inner(),
+            deadline: true,
+            ..Fake2::default()
+        };
+        let p = plan(
+            &[(":status", "200"), ("grpc-status", "4")],
+            true,
+            &c,
+            &mut fake.inner,
+        );
+        let input = EndInput {
+            saw_headers: true,
+            response_complete: true,
+            verdict: p.verdict,
+            ..EndInput::default()
+        };
+        let end = finish(input, &c, "a.ns", &mut fake);
+        assert_eq!(end.verdict.map(|v| v.class), Some(Class::AppGrpcError));
+        assert_eq!(fake.asked_deadline, 0);
+        // A failing status-4 trailer after a 200: the late path, still before the log.
+        let mut fake = Fake2 {
+            inner: Fake {
+                signals: Signals {
+                    grpc_status: Some(4),
+                    ..details("via_upstream", Direction::Outbound)
+                },
+                ..Fake::default()
+            },
+            deadline: true,
+            ..Fake2::default()
+        };
+        let input = EndInput {
+            saw_headers: true,
+            response_complete: true,
+            grpc_trailer: Some(4),
+            ..EndInput::default()
+        };
+        let _ = finish(input, &c, "a.ns", &mut fake);
+        assert_eq!(fake.asked_deadline, 0);
+    }
+
     /// A trailers-only status 4 at header time cannot read the request's `grpc-timeout`: the
     /// end-of-stream stage looks again (one read), and only for status 4.
     #[test]
@@ -1147,6 +1221,7 @@ mod tests {
             let v = p.verdict.unwrap();
             assert_eq!((v.class, v.grpc), (Class::AppGrpcError, Some(4)));
             let input = EndInput {
+                at_log: true,
                 saw_headers: true,
                 response_complete: true,
                 verdict: Some(v),
@@ -1173,6 +1248,7 @@ mod tests {
             &mut fake.inner,
         );
         let input = EndInput {
+            at_log: true,
             saw_headers: true,
             response_complete: true,
             verdict: p.verdict,
