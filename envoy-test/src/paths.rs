@@ -61,7 +61,16 @@ pub struct ClosedPort {
 }
 
 pub fn closed_port() -> ClosedPort {
+    let (_socket, port) = bound_socket(false);
+    ClosedPort { port, _socket }
+}
+
+/// A socket bound (never listening) to a port of 127.0.0.1 the kernel picks, and that port.
+fn bound_socket(reuse_port: bool) -> (Socket, u16) {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    if reuse_port {
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    }
     let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
     let port = socket
@@ -70,10 +79,7 @@ pub fn closed_port() -> ClosedPort {
         .and_then(|a| a.as_socket())
         .map(|a| a.port())
         .expect("bound port");
-    ClosedPort {
-        port,
-        _socket: socket,
-    }
+    (socket, port)
 }
 
 /// A port reserved for an Envoy listener that must be known before Envoy starts (a cluster of
@@ -87,20 +93,8 @@ pub struct Reservation {
 }
 
 pub fn reserve_port() -> Reservation {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_reuse_port(true).expect("SO_REUSEPORT");
-    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-    socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
-    let port = socket
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.port())
-        .expect("bound port");
-    Reservation {
-        port,
-        _socket: socket,
-    }
+    let (_socket, port) = bound_socket(true);
+    Reservation { port, _socket }
 }
 
 /// Marks an Envoy listener (JSON) as binding with `SO_REUSEPORT`, so it can bind the port of a
