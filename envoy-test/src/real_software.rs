@@ -59,6 +59,36 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Waits (at most `secs`) until `port_in(log)` finds the port the daemon `what` wrote to
+    /// its log (it bound port 0 itself); panics with the log if it exits or never says.
+    fn from_log(
+        child: Child,
+        dir: PathBuf,
+        what: &str,
+        secs: u64,
+        port_in: impl Fn(&str) -> Option<u16>,
+    ) -> Daemon {
+        let mut daemon = Daemon {
+            child,
+            port: 0,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while daemon.port == 0 {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("{what} exited with {status}\n{}", daemon.log());
+            }
+            daemon.port = port_in(&daemon.log()).unwrap_or(0);
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no port in its log\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
@@ -299,29 +329,10 @@ pub fn tls_server_requiring_client_cert(certs: &crate::certs::Certs, version: &s
         .stderr(log)
         .spawn()
         .expect("openssl (apt-get install openssl)");
-    let mut daemon = Daemon {
-        child,
-        port: 0,
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.port == 0 {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("s_server exited with {status}\n{}", daemon.log());
-        }
-        daemon.port = daemon
-            .log()
-            .lines()
+    Daemon::from_log(child, dir, "s_server", 10, |log| {
+        log.lines()
             .find_map(|l| l.strip_prefix("ACCEPT 127.0.0.1:")?.trim().parse().ok())
-            .unwrap_or(0);
-        assert!(
-            Instant::now() < deadline,
-            "s_server: no ACCEPT line\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    daemon
+    })
 }
 
 /// A Python venv under target/ with the PyPI packages `packages`, created on first use; `Err`
@@ -416,30 +427,9 @@ pub fn grpc_server(python: &Path) -> Daemon {
         .stderr(log)
         .spawn()
         .expect("python");
-    let mut daemon = Daemon {
-        child,
-        port: 0,
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon.port == 0 {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("grpc server exited with {status}\n{}", daemon.log());
-        }
-        daemon.port = daemon
-            .log()
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        assert!(
-            Instant::now() < deadline,
-            "grpc server: no port\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
+    Daemon::from_log(child, dir, "grpc server", 20, |log| {
+        log.lines().next().and_then(|l| l.trim().parse().ok())
+    })
 }
 
 /// One grpcio client call through `port`: the status name and the verdict header the client
@@ -482,29 +472,10 @@ pub fn gunicorn(python: &Path) -> Daemon {
         .stderr(log)
         .spawn()
         .expect("python");
-    let mut daemon = Daemon {
-        child,
-        port: 0,
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon.port == 0 {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("gunicorn exited with {status}\n{}", daemon.log());
-        }
-        daemon.port = daemon
-            .log()
-            .lines()
+    Daemon::from_log(child, dir, "gunicorn", 20, |log| {
+        log.lines()
             .find_map(|l| l.split("Listening at: http://127.0.0.1:").nth(1))
             .and_then(|p| p.split_whitespace().next())
             .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        assert!(
-            Instant::now() < deadline,
-            "gunicorn: no port\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
+    })
 }
