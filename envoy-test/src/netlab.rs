@@ -242,8 +242,22 @@ impl Lab {
                 lab.ns.clone(),
                 "link".into(),
                 "set".into(),
-                peer,
+                peer.clone(),
                 "up".into(),
+            ],
+            // No segmentation offload on the lab's side: with it, TCP hands iptables 64 KB
+            // super-packets (a 1 MB body is ~40 of them), so a drop rule's odds apply per
+            // 40 packets instead of per ~700 wire packets and "85 % loss" lets a large body
+            // through now and then. One segment per packet makes every rule act on the wire.
+            vec![
+                "ip".into(),
+                "-n".into(),
+                lab.ns.clone(),
+                "link".into(),
+                "set".into(),
+                peer,
+                "gso_max_segs".into(),
+                "1".into(),
             ],
             vec![
                 "ip".into(),
