@@ -308,7 +308,7 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
     ("dns_resolution_failed", "needs a resolver that fails; the machine has no DNS to break (STRICT_DNS to an unknown name gives UH, not DF)"),
     ("filter_failure", "needs a crashing wasm VM or a missing filter config; the plugin does not crash on purpose"),
     ("unclassified", "the fallback: every failure Envoy 1.40 produced here has a rule"),
-    ("grpc_deadline_exceeded", "needs a gRPC client that sets a deadline: tests/e2e_real_software.rs runs a grpcio client and server through Envoy, in both orders (the client cancels first, the server answers DEADLINE_EXCEEDED first)"),
+    ("grpc_deadline_exceeded", "needs a gRPC client that sets a deadline: tests/e2e_real_software.rs runs a grpcio client and server through Envoy, in both orders (the client cancels first, the server answers DEADLINE_EXCEEDED first: the header presumes the deadline, `inferred`, and the log settles it against the request's `grpc-timeout`, giving a status 4 well before the deadline back to the app)"),
     ("downstream_tls_error", "a connection-level class of the network filter (HTTP never starts): see tests/e2e_tcp.rs"),
     ("connection_policy_closed", "a connection-level class of the network filter: see tests/e2e_tcp.rs"),
 ];

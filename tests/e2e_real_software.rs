@@ -471,8 +471,8 @@ fn grpc_status_codes_and_deadlines() {
         );
     }
     // The server's status 4 first, trailers-only: the header is written before the request's
-    // `grpc-timeout` can be read (Envoy exposes it again at the log), so it keeps the code; the
-    // access log and the metric carry the deadline verdict.
+    // `grpc-timeout` can be read (Envoy exposes it again at the log), so it presumes the
+    // deadline and says so (`inferred`); the access log and the metric confirm it.
     let got = real_software::grpc_call(&python, port, "ServerDeadline", 1.0, "server-deadline");
     let (code, header) = got.split_once(' ').unwrap_or((&got, "-"));
     assert_eq!(code, "DEADLINE_EXCEEDED", "{got}");
@@ -481,14 +481,49 @@ fn grpc_status_codes_and_deadlines() {
         .next()
         .expect("verdict in the trailers-only reply");
     assert_eq!(
-        (h.class(), h.get("grpc")),
-        ("app_grpc_error", Some("4")),
+        (
+            h.class(),
+            h.get("origin"),
+            h.flag("inferred"),
+            h.get("grpc")
+        ),
+        ("grpc_deadline_exceeded", Some("client"), true, Some("4")),
         "{h:?}"
     );
     let log = logged(&envoy, "server-deadline");
     assert_eq!(
-        (log.class(), log.get("origin"), log.get("grpc")),
-        ("grpc_deadline_exceeded", Some("client"), Some("4")),
+        (
+            log.class(),
+            log.get("origin"),
+            log.flag("inferred"),
+            log.get("grpc")
+        ),
+        ("grpc_deadline_exceeded", Some("client"), false, Some("4")),
+        "{log:?}"
+    );
+    // A status 4 long before the caller's deadline (5 s): the app's own dependency timed out.
+    // The header presumed the deadline, `inferred`; the log gives it back to the app.
+    let got = real_software::grpc_call(&python, port, "OwnDeadline", 5.0, "own-deadline");
+    let (code, header) = got.split_once(' ').unwrap_or((&got, "-"));
+    assert_eq!(code, "DEADLINE_EXCEEDED", "{got}");
+    let h = verdict::parse(header)
+        .into_iter()
+        .next()
+        .expect("verdict in the trailers-only reply");
+    assert_eq!(
+        (h.class(), h.flag("inferred")),
+        ("grpc_deadline_exceeded", true),
+        "{h:?}"
+    );
+    let log = logged(&envoy, "own-deadline");
+    assert_eq!(
+        (
+            log.class(),
+            log.get("origin"),
+            log.flag("inferred"),
+            log.get("grpc")
+        ),
+        ("app_grpc_error", Some("app"), false, Some("4")),
         "{log:?}"
     );
     // Counted by code wherever a status 4 was seen (a client's cancel carries no code).
@@ -510,7 +545,8 @@ fn grpc_status_codes_and_deadlines() {
         real_software::grpc_call(&python, port, "Ok", 5.0, "ok"),
         "OK"
     );
-    assert_eq!(envoy.metric(FAILURES, &[("class", "app_grpc_error")]), 1.0);
+    // UNAVAILABLE and the app's own status 4.
+    assert_eq!(envoy.metric(FAILURES, &[("class", "app_grpc_error")]), 2.0);
 }
 
 /// [`meshtriage_envoy`] with one catch-all route to the gRPC server over HTTP/2 (gRPC paths

@@ -385,7 +385,12 @@ def deadline(request, context):
     time.sleep(max(0.0, (context.time_remaining() or 0.0) - 0.03))
     context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded on the server")
 
+def own_deadline(request, context):
+    # The app's own call to a dependency timed out, long before the caller's deadline.
+    context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "dependency deadline exceeded")
+
 handler = grpc.method_handlers_generic_handler("test.Svc", {
+    "OwnDeadline": grpc.unary_unary_rpc_method_handler(own_deadline),
     "Slow": grpc.unary_unary_rpc_method_handler(slow),
     "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
     "Ok": grpc.unary_unary_rpc_method_handler(ok),
@@ -413,7 +418,8 @@ with grpc.insecure_channel("127.0.0.1:" + port) as ch:
 "#;
 
 /// A grpcio server (unary methods `test.Svc/Slow` (3 s), `ServerDeadline` (answers
-/// DEADLINE_EXCEEDED 30 ms before the client's deadline), `Unavailable`, `Ok`) on a port it
+/// DEADLINE_EXCEEDED 30 ms before the client's deadline), `OwnDeadline` (answers
+/// DEADLINE_EXCEEDED at once), `Unavailable`, `Ok`) on a port it
 /// binds itself and reports. Killed on drop.
 pub fn grpc_server(python: &Path) -> Daemon {
     let dir = paths::scratch("grpc-server");

@@ -19,6 +19,11 @@ impl View {
         self.get("class").unwrap_or("")
     }
 
+    /// A Boolean parameter (`inferred`): present means true (RFC 8941 writes `;inferred`).
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| v != "Boolean(false)")
+    }
+
     pub fn hints(&self) -> Vec<&str> {
         self.get("hints")
             .map(|h| h.split(' ').collect())

@@ -8,6 +8,13 @@
 //! and the call lasted at least that long ([`DEADLINE_SLACK_PERMILLE`] allows for the timers
 //! of both sides not starting at the same instant). Status 4 without a `grpc-timeout`, or well
 //! before it ran out, stays the app's: its own call to a dependency timed out.
+//!
+//! Envoy answers the request's headers only at the log, not at response headers or trailers.
+//! A status 4 seen there is therefore *presumed* the deadline, marked `inferred` in the verdict
+//! header (the server's status 4 is usually the caller's deadline, which gRPC servers enforce
+//! themselves); the log reads `grpc-timeout` and confirms it, or gives the verdict back to the
+//! app. So a call that runs into its deadline reads `grpc_deadline_exceeded` in the header, the
+//! log and the metrics, whichever side ends it.
 
 use crate::flags::Flag;
 use crate::signals::Signals;
@@ -83,15 +90,31 @@ pub fn may_be_deadline(s: &Signals, class: Class) -> bool {
     }
 }
 
-/// A status-4 verdict made without knowing the deadline (at response-header time, the
-/// request's `grpc-timeout` cannot be read): the log phase looks again.
-pub fn status_4_undecided(v: &Verdict) -> bool {
-    v.class == Class::AppGrpcError && v.grpc == Some(DEADLINE_EXCEEDED)
+/// Before the log (response headers, a failing trailer) the request's `grpc-timeout` cannot be
+/// read: a status 4 becomes the presumed deadline, `inferred` until the log settles it.
+pub fn presume_deadline(v: &mut Verdict) {
+    if v.class == Class::AppGrpcError && v.grpc == Some(DEADLINE_EXCEEDED) {
+        set_class(v, Class::GrpcDeadlineExceeded);
+        v.inferred = true;
+    }
 }
 
-/// Makes `v` the deadline verdict (the deadline ran out after all).
-pub fn as_deadline(v: &mut Verdict) {
-    let info = Class::GrpcDeadlineExceeded.info();
+/// A deadline presumed before the log, still to be settled.
+pub fn deadline_presumed(v: &Verdict) -> bool {
+    v.class == Class::GrpcDeadlineExceeded && v.inferred
+}
+
+/// The log's answer to a presumed deadline: confirmed when the call ran out its
+/// `grpc-timeout`, else the status 4 is the app's own (a dependency's deadline).
+pub fn settle_deadline(v: &mut Verdict, ran_out: bool) {
+    v.inferred = false;
+    if !ran_out {
+        set_class(v, Class::AppGrpcError);
+    }
+}
+
+fn set_class(v: &mut Verdict, class: Class) {
+    let info = class.info();
     v.class = info.class;
     v.layer = info.layer;
     v.origin = info.origin;
@@ -166,14 +189,33 @@ mod tests {
             &example_signals(Class::AppGrpcError),
             Class::AppGrpcError
         ));
+        // Before the log: presumed the deadline, and the header says so is not certain.
         let mut v = Verdict::new(classify(&own, &cfg), &own, "h");
-        assert!(status_4_undecided(&v));
-        as_deadline(&mut v);
+        presume_deadline(&mut v);
+        assert!(deadline_presumed(&v));
         assert_eq!(
             (v.class, v.origin),
             (Class::GrpcDeadlineExceeded, Origin::Client)
         );
-        assert!(v.encode(false).contains(";grpc=4"));
+        assert!(v.encode(false).contains(";inferred;grpc=4"));
+        // The log confirms it (the deadline ran out) ...
+        let mut confirmed = v.clone();
+        settle_deadline(&mut confirmed, true);
+        assert_eq!(
+            (confirmed.class, confirmed.inferred),
+            (Class::GrpcDeadlineExceeded, false)
+        );
+        // ... or gives it back to the app (its own deadline on a dependency).
+        settle_deadline(&mut v, false);
+        assert_eq!(
+            (v.class, v.origin, v.inferred),
+            (Class::AppGrpcError, Origin::App, false)
+        );
+        // Other codes are never presumed a deadline.
+        let unavailable = example_signals(Class::AppGrpcError);
+        let mut u = Verdict::new(classify(&unavailable, &cfg), &unavailable, "h");
+        presume_deadline(&mut u);
+        assert_eq!((u.class, u.inferred), (Class::AppGrpcError, false));
         assert!(deadline_ran_out(1_000_000_000, 950_000_000));
         assert!(!deadline_ran_out(1_000_000_000, 500_000_000));
     }

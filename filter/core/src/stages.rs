@@ -108,7 +108,11 @@ fn assemble_reading(
             outcome = classify(s, cfg);
         }
     }
-    Some(Verdict::new(outcome, s, hop))
+    let mut verdict = Verdict::new(outcome, s, hop);
+    if !request_readable {
+        grpc::presume_deadline(&mut verdict);
+    }
+    Some(verdict)
 }
 
 /// What the header stage sees. A struct so that new header-time evidence is one more field.
@@ -362,10 +366,12 @@ pub fn finish(input: EndInput, cfg: &Config, hop: &str, reads: &mut impl Reads) 
             changed = true;
         }
     }
-    // A status 4 decided at header time: the request's `grpc-timeout` is readable only now.
+    // A status 4 presumed the deadline before the log: the request's `grpc-timeout` is
+    // readable only now, and settles it.
     if let Some(v) = verdict.as_mut() {
-        if input.at_log && grpc::status_4_undecided(v) && reads.grpc_deadline_ran_out() {
-            grpc::as_deadline(v);
+        if input.at_log && grpc::deadline_presumed(v) {
+            let ran_out = reads.grpc_deadline_ran_out();
+            grpc::settle_deadline(v, ran_out);
             changed = true;
         }
     }
@@ -1171,7 +1177,11 @@ mod tests {
             ..EndInput::default()
         };
         let end = finish(input, &c, "a.ns", &mut fake);
-        assert_eq!(end.verdict.map(|v| v.class), Some(Class::AppGrpcError));
+        assert_eq!(
+            end.verdict.map(|v| (v.class, v.inferred)),
+            Some((Class::GrpcDeadlineExceeded, true)),
+            "presumed, not settled"
+        );
         assert_eq!(fake.asked_deadline, 0);
         // A failing status-4 trailer after a 200: the late path, still before the log.
         let mut fake = Fake2 {
@@ -1191,12 +1201,18 @@ mod tests {
             grpc_trailer: Some(4),
             ..EndInput::default()
         };
-        let _ = finish(input, &c, "a.ns", &mut fake);
+        let end = finish(input, &c, "a.ns", &mut fake);
         assert_eq!(fake.asked_deadline, 0);
+        assert_eq!(
+            end.verdict.map(|v| (v.class, v.inferred)),
+            Some((Class::GrpcDeadlineExceeded, true)),
+            "presumed, not settled"
+        );
     }
 
     /// A trailers-only status 4 at header time cannot read the request's `grpc-timeout`: the
-    /// end-of-stream stage looks again (one read), and only for status 4.
+    /// header presumes the deadline (`inferred`), and the log settles it (one read), only for
+    /// status 4.
     #[test]
     fn a_header_time_status_4_is_settled_at_the_end() {
         let c = Config::default();
@@ -1219,7 +1235,13 @@ mod tests {
                 &mut fake.inner,
             );
             let v = p.verdict.unwrap();
-            assert_eq!((v.class, v.grpc), (Class::AppGrpcError, Some(4)));
+            assert_eq!(
+                (v.class, v.grpc, v.inferred),
+                (Class::GrpcDeadlineExceeded, Some(4), true)
+            );
+            assert!(
+                matches!(&p.header, HeaderAction::Write(t) if t.contains("class=grpc_deadline_exceeded;origin=client;side=upstream;inferred;grpc=4"))
+            );
             let input = EndInput {
                 at_log: true,
                 saw_headers: true,
@@ -1228,8 +1250,11 @@ mod tests {
                 ..EndInput::default()
             };
             let end = finish(input, &c, "a.ns", &mut fake);
-            assert_eq!(end.verdict.map(|v| v.class), Some(class));
-            assert_eq!(end.changed, deadline);
+            assert_eq!(
+                end.verdict.map(|v| (v.class, v.inferred)),
+                Some((class, false))
+            );
+            assert!(end.changed, "the header's `inferred` no longer holds");
             assert_eq!(fake.asked_deadline, 1);
         }
         // Another code: nothing to look at.

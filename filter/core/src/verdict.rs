@@ -25,9 +25,10 @@ pub struct Verdict {
     pub detail: Option<String>,
     pub attempts: u64,
     pub hints: Hints,
-    /// Origin and class come from the headers only (another proxy's reply is likely, not
-    /// certain): written as the Boolean parameter `inferred`. The body, read as it passes,
-    /// confirms or corrects the verdict in the access log and the metrics.
+    /// Origin and class are likely, not certain: written as the Boolean parameter `inferred`.
+    /// Another proxy's reply known from the headers only (the body, read as it passes, settles
+    /// it), or a status 4 presumed the caller's deadline (the log settles it, crate::grpc).
+    /// The access log and the metrics carry the settled verdict.
     pub inferred: bool,
     /// The failing gRPC status (1..=16), written as `grpc=N`.
     pub grpc: Option<u32>,
