@@ -464,10 +464,20 @@ pub fn decode_verdicts(pieces: &[(String, Piece)]) -> Vec<Finding> {
                 side: token("side").and_then(Side::parse).unwrap_or(info.side),
                 hints,
             };
+            // `inferred`: the header's class and origin are likely, not certain; the hop's
+            // access log and metrics carry the settled verdict.
+            let inferred = matches!(member.param("inferred"), Some(BareItem::Boolean(true)));
+            let decided_by = if inferred {
+                "the verdict a meshtriage hop wrote (x-meshtriage), marked `inferred`: likely, \
+                 not certain (the headers alone); that hop's access log and metrics carry the \
+                 settled verdict"
+            } else {
+                "the verdict a meshtriage hop wrote (x-meshtriage)"
+            };
             out.push(Finding {
                 outcome: Some(outcome),
                 header: Some(m.clone()),
-                decided_by: "the verdict a meshtriage hop wrote (x-meshtriage)".into(),
+                decided_by: decided_by.into(),
                 hop: text("hop").map(str::to_string),
                 alternatives: Vec::new(),
             });

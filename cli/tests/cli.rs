@@ -129,6 +129,22 @@ fn explain_flags_details_proxy_status_verdicts_and_tls() {
     );
 }
 
+/// An `inferred` verdict header is explained as likely, with where the settled one is.
+#[test]
+fn explain_says_an_inferred_verdict_is_not_certain() {
+    let header = r#"l7;class=grpc_deadline_exceeded;origin=client;side=upstream;inferred;grpc=4;hop="pay.shop""#;
+    let o = run(&["explain", header]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("l7 grpc_deadline_exceeded"), "{text}");
+    assert!(
+        text.contains("marked `inferred`: likely, not certain"),
+        "{text}"
+    );
+    let certain = stdout(&run(&["explain", &header.replace(";inferred", "")]));
+    assert!(!certain.contains("inferred"), "{certain}");
+}
+
 #[test]
 fn explain_says_what_it_did_not_understand() {
     let o = run(&["explain", "UF", "bananas"]);
