@@ -10,6 +10,7 @@ use meshtriage_envoy_test::bed::{
     cluster, hcm, http_wasm, listener, router, stats_tags, with_direction,
 };
 use meshtriage_envoy_test::envoy::Envoy;
+use meshtriage_envoy_test::netlab;
 use meshtriage_envoy_test::real_software::{self, raw_backend, Daemon, RawBackend};
 use meshtriage_envoy_test::verdict::{self, View};
 use meshtriage_envoy_test::{paths, request, Response};
@@ -561,4 +562,172 @@ fn an_app_servers_own_error_pages_stay_the_apps() {
         envoy.diagnostics(),
         app.log()
     );
+}
+
+/// nginx (Debian) in the L4 lab, keep-alive timeout 1 s, behind the meshtriage Envoy: `/ka/`
+/// goes to port 8080, whose outgoing FINs the lab drops (nginx's close is still in flight when
+/// Envoy reuses the connection), `/fresh/` to port 8081, untouched. `None`: skipped.
+fn nginx_in_lab() -> Option<(netlab::Lab, Envoy, u16)> {
+    if let Err(why) = netlab::Lab::available() {
+        meshtriage_suite::skip(&format!("the L4 lab {why}"));
+        return None;
+    }
+    let bin = match real_software::tool("nginx", "nginx") {
+        Ok(bin) => bin,
+        Err(why) => {
+            meshtriage_suite::skip(&why);
+            return None;
+        }
+    };
+    let dir = paths::scratch("nginx-lab");
+    let lab = netlab::Lab::start_with(10, |lab| {
+        let a = &lab.addr;
+        let server = format!(
+            "listen {a}:{}; listen {a}:{FRESH_PORT}; keepalive_timeout 1s;",
+            netlab::PORT
+        );
+        // 444: nginx closes the connection without an answer.
+        let body = "location /ka/ { return 200 \"ok\\n\"; }\nlocation /fresh/close { return 444; }";
+        let mut cmd = vec![bin.display().to_string()];
+        cmd.extend(real_software::nginx_args(&dir, &server, body));
+        cmd
+    });
+    lab.rule(&format!(
+        "-A OUTPUT -p tcp --sport {} --tcp-flags FIN FIN -j DROP",
+        netlab::PORT
+    ));
+    let log_dir = paths::scratch("nginx-lab-envoy");
+    let log = log_dir.join("access.log").display().to_string();
+    let wasm = paths::wasm().display().to_string();
+    let at_lab = |name: &str, port: u16| {
+        let mut c = cluster(name, port, json!({}));
+        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["address"] = json!(lab.addr);
+        c
+    };
+    let filters = vec![
+        http_wasm(&wasm, &with_direction("{}", "outbound")),
+        router(),
+    ];
+    let routes = json!([
+        route("/ka/", "c_ka", "5s"),
+        route("/fresh/", "c_fresh", "5s")
+    ]);
+    let mut manager = hcm("outbound", routes, filters, &log);
+    // The pool-ready duration the hint rests on, next to each verdict (printed as evidence).
+    let format = &mut manager["typed_config"]["access_log"][0]["typed_config"]["log_format"]
+        ["text_format_source"]["inline_string"];
+    *format = json!(format.as_str().unwrap_or_default().replace(
+        " verdict=",
+        " pool=%CEL(upstream.cx_pool_ready_duration)% verdict="
+    ));
+    let bootstrap = json!({
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {
+            "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![manager], None)],
+            "clusters": [at_lab("c_ka", netlab::PORT), at_lab("c_fresh", FRESH_PORT)]}});
+    let envoy = Envoy::start(&bootstrap, &log_dir);
+    let port = envoy.port("outbound");
+    Some((lab, envoy, port))
+}
+
+/// nginx's second port in the lab (inside the namespace, so no other process can hold it).
+const FRESH_PORT: u16 = 8081;
+
+/// The keep-alive race with real nginx, made deterministic as it happens across a network:
+/// nginx closes the idle connection after its 1 s keep-alive timeout, its FIN is lost (the lab
+/// drops it), so Envoy's pool still holds the connection as idle and hands it to the next
+/// request, which meets nginx's RST. Every try must carry the hint, in the header, the access
+/// log and the metric; a fresh connection that nginx closes unanswered (`return 444`) never.
+#[test]
+fn nginx_keep_alive_timeout_with_its_fin_lost_is_hinted_and_a_fresh_close_is_not() {
+    let Some((lab, envoy, port)) = nginx_in_lab() else {
+        return;
+    };
+    let labels = [
+        ("class", "connection_terminated"),
+        ("origin", "proxy"),
+        ("side", "upstream"),
+    ];
+    let fin_wait = || {
+        lab.exec(&[
+            "ss",
+            "-Htn",
+            "state",
+            "fin-wait-1",
+            &format!("sport = :{}", netlab::PORT),
+        ])
+        .unwrap_or_default()
+        .lines()
+        .count()
+    };
+    for i in 0..5 {
+        let ok = request(port, "GET", "/ka/ok", &[], b"").unwrap();
+        assert_eq!(ok.status, 200, "{}", envoy.diagnostics());
+        // nginx closes once the connection was idle for 1 s: its socket then waits in
+        // FIN-WAIT-1 for an ACK of the FIN the lab dropped. Waiting for that state, not for a
+        // fixed time, keeps a slow machine from sending the next request before the close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fin_wait() == 0 {
+            assert!(std::time::Instant::now() < deadline, "nginx never closed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let before = envoy.metric(FAILURES, &labels);
+        let scn = format!("nginx-ka{i}");
+        let r = request(port, "GET", "/ka/reused", &[("x-scn", &scn)], b"").unwrap();
+        let line = envoy
+            .wait_access_log(&format!("scn={scn} "))
+            .unwrap_or_default();
+        println!(
+            "{scn}: {} {:?}\n  {line}",
+            r.status,
+            r.header("x-meshtriage")
+        );
+        assert_eq!(r.status, 503, "{line}");
+        let h = verdict::parse(r.header("x-meshtriage").expect("a verdict header")).remove(0);
+        let log = logged(&envoy, &scn);
+        for v in [&h, &log] {
+            assert_eq!(
+                (v.layer.as_str(), v.class(), v.hints()),
+                ("l4", "connection_terminated", vec!["reused_connection"]),
+                "{line}\n{}",
+                envoy.diagnostics()
+            );
+        }
+        assert_eq!(
+            envoy.wait_metric(FAILURES, &labels, before + 1.0),
+            before + 1.0
+        );
+        // The failed request went out on the connection of the 200: one connection per try.
+        assert_eq!(
+            envoy.stat("cluster.c_ka.upstream_cx_total"),
+            f64::from(i + 1)
+        );
+
+        let before = envoy.metric(FAILURES, &labels);
+        let scn = format!("nginx-fresh{i}");
+        let c = request(port, "GET", "/fresh/close", &[("x-scn", &scn)], b"").unwrap();
+        let line = envoy
+            .wait_access_log(&format!("scn={scn} "))
+            .unwrap_or_default();
+        println!(
+            "{scn}: {} {:?}\n  {line}",
+            c.status,
+            c.header("x-meshtriage")
+        );
+        assert_eq!(c.status, 503, "{line}");
+        let h = verdict::parse(c.header("x-meshtriage").expect("a verdict header")).remove(0);
+        let log = logged(&envoy, &scn);
+        for v in [&h, &log] {
+            assert_eq!(
+                (v.layer.as_str(), v.class(), v.hints()),
+                ("l4", "connection_terminated", Vec::<&str>::new()),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            envoy.wait_metric(FAILURES, &labels, before + 1.0),
+            before + 1.0
+        );
+    }
 }
