@@ -6,6 +6,7 @@
 //! `cargo test --test e2e_real_software -- --nocapture` prints the captured replies.
 
 use meshtriage_core::metrics::{FAILURES, GRPC_FAILURES};
+use meshtriage_core::reused_connection::REUSED_MAX_NANOS;
 use meshtriage_envoy_test::bed::{
     cluster, hcm, http_wasm, listener, router, stats_tags, with_direction,
 };
@@ -65,15 +66,91 @@ fn meshtriage_envoy(targets: &[(&str, u16)]) -> (Envoy, u16) {
         http_wasm(&wasm, &with_direction("{}", "outbound")),
         router(),
     ];
+    let manager = with_pool_ready(hcm("outbound", json!(routes), filters, &log));
     let bootstrap = json!({
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {
-            "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![hcm("outbound", json!(routes), filters, &log)], None)],
+            "listeners": [listener("outbound", 0, Some("OUTBOUND"), vec![manager], None)],
             "clusters": clusters}});
     let envoy = Envoy::start(&bootstrap, &dir);
     let port = envoy.port("outbound");
     (envoy, port)
 }
+
+/// `manager` whose access log also carries `pool=`: Envoy's own rendering of
+/// `upstream.cx_pool_ready_duration`, the value the `reused_connection` hint rests on.
+fn with_pool_ready(mut manager: Value) -> Value {
+    let format = &mut manager["typed_config"]["access_log"][0]["typed_config"]["log_format"]
+        ["text_format_source"]["inline_string"];
+    *format = json!(format
+        .as_str()
+        .unwrap_or_default()
+        .replace(" ps=", " pool=%CEL(upstream.cx_pool_ready_duration)% ps="));
+    manager
+}
+
+/// The `pool=` duration of an access-log line in nanoseconds (CEL renders `8.052us`,
+/// `1.603222ms`, ...).
+fn pool_ready_nanos(line: &str) -> Option<u64> {
+    let text = line.split(" pool=").nth(1)?.split(' ').next()?;
+    let unit_at = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let value: f64 = text[..unit_at].parse().ok()?;
+    let scale = match &text[unit_at..] {
+        "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return None,
+    };
+    Some((value * scale) as u64)
+}
+
+/// Checks one `connection_terminated` failure (`scn`, response `r`) in the header, the access
+/// log and the metric (`before`: its value before the request), and that it carries the
+/// `reused_connection` hint exactly when Envoy handed the connection over within
+/// `REUSED_MAX_NANOS` (the rule of filter/core/src/reused_connection.rs, checked against the
+/// duration Envoy itself logged). Returns whether it did.
+fn check_terminated(envoy: &Envoy, r: &Response, scn: &str, before: f64) -> bool {
+    let line = envoy
+        .wait_access_log(&format!("scn={scn} "))
+        .unwrap_or_default();
+    println!(
+        "{scn}: {} {:?}\n  {line}",
+        r.status,
+        r.header("x-meshtriage")
+    );
+    assert_eq!(r.status, 503, "{line}");
+    assert!(
+        line.contains(
+            " flags=UC details=upstream_reset_before_response_started{connection_termination} "
+        ),
+        "{line}"
+    );
+    let nanos = pool_ready_nanos(&line).unwrap_or_else(|| panic!("no pool= in {line}"));
+    let reused = nanos < REUSED_MAX_NANOS;
+    let want: &[&str] = if reused { &["reused_connection"] } else { &[] };
+    let header = verdict::parse(r.header("x-meshtriage").expect("a verdict header")).remove(0);
+    let log = logged(envoy, scn);
+    for v in [&header, &log] {
+        assert_eq!(
+            (v.layer.as_str(), v.class(), v.hints()),
+            ("l4", "connection_terminated", want.to_vec()),
+            "{line}\n{}",
+            envoy.diagnostics()
+        );
+    }
+    assert_eq!(
+        envoy.wait_metric(FAILURES, &TERMINATED, before + 1.0),
+        before + 1.0
+    );
+    reused
+}
+
+const TERMINATED: [(&str, &str); 3] = [
+    ("class", "connection_terminated"),
+    ("origin", "proxy"),
+    ("side", "upstream"),
+];
 
 /// What one scenario must produce.
 struct Want {
@@ -296,59 +373,33 @@ fn a_plain_envoy_hops_replies_are_inferred_in_the_header_and_certain_in_the_log(
     );
 }
 
-/// The keep-alive race: the upstream closes a pooled connection just as the proxy reuses it.
-/// The hint rests on how fast the pool handed the connection over (see
-/// filter/core/src/reused_connection.rs): a few tries allow for a busy machine; an app that
-/// closes a new connection never gets it.
+/// The keep-alive race on loopback (a racer that closes the second request's connection
+/// unanswered; needs no root, unlike the real nginx in the lab below): every try's hint follows
+/// Envoy's logged pool-ready duration, and a new connection the app closes never gets it.
+/// A handover slower than the bound (Envoy preempted between the pool's call and its callback:
+/// 2 of 240 on this 2-core machine, 54 and 101 µs) loses only the hint; 3 of 5 must have it.
 #[test]
 fn the_keep_alive_race_is_hinted_and_a_fresh_close_is_not() {
     let racer = real_software::keepalive_racer();
     let (envoy, port) = meshtriage_envoy(&[("race", racer.port)]);
-    let labels = [
-        ("class", "connection_terminated"),
-        ("origin", "proxy"),
-        ("side", "upstream"),
-    ];
     let mut hinted = 0;
     for i in 0..5 {
-        let before = envoy.metric(FAILURES, &labels);
         let first = request(port, "GET", "/race/ok", &[], b"").unwrap();
         assert_eq!(first.status, 200);
+        let before = envoy.metric(FAILURES, &TERMINATED);
         let scn = format!("race{i}");
         let r = request(port, "GET", "/race/reuse", &[("x-scn", &scn)], b"").unwrap();
-        assert_eq!(r.status, 503);
-        let header = verdict::parse(r.header("x-meshtriage").expect("a verdict header"));
-        let h = header.first().unwrap();
-        assert_eq!(
-            (h.layer.as_str(), h.class()),
-            ("l4", "connection_terminated")
-        );
-        let log = logged(&envoy, &scn);
-        assert_eq!(log.class(), "connection_terminated");
-        assert_eq!(
-            h.hints().contains(&"reused_connection"),
-            log.hints().contains(&"reused_connection"),
-            "header and log agree"
-        );
-        assert_eq!(
-            envoy.wait_metric(FAILURES, &labels, before + 1.0),
-            before + 1.0
-        );
-        hinted += usize::from(h.hints().contains(&"reused_connection"));
+        hinted += usize::from(check_terminated(&envoy, &r, &scn, before));
 
-        // The app closes a new connection unanswered: no hint.
+        let before = envoy.metric(FAILURES, &TERMINATED);
         let scn = format!("fresh{i}");
         let c = request(port, "GET", "/race/close-now", &[("x-scn", &scn)], b"").unwrap();
-        assert_eq!(c.status, 503);
-        let log = logged(&envoy, &scn);
-        assert_eq!(log.class(), "connection_terminated");
-        assert!(!log.hints().contains(&"reused_connection"), "{log:?}");
+        assert!(
+            !check_terminated(&envoy, &c, &scn, before),
+            "a new connection"
+        );
     }
-    assert!(
-        hinted > 0,
-        "no race of 5 got the hint\n{}",
-        envoy.diagnostics()
-    );
+    assert!(hinted >= 3, "{hinted} of 5 hinted\n{}", envoy.diagnostics());
 }
 
 /// The upstream requires a client certificate; this proxy offers none (an mTLS-mode mismatch).
@@ -613,14 +664,7 @@ fn nginx_in_lab() -> Option<(netlab::Lab, Envoy, u16)> {
         route("/ka/", "c_ka", "5s"),
         route("/fresh/", "c_fresh", "5s")
     ]);
-    let mut manager = hcm("outbound", routes, filters, &log);
-    // The pool-ready duration the hint rests on, next to each verdict (printed as evidence).
-    let format = &mut manager["typed_config"]["access_log"][0]["typed_config"]["log_format"]
-        ["text_format_source"]["inline_string"];
-    *format = json!(format.as_str().unwrap_or_default().replace(
-        " verdict=",
-        " pool=%CEL(upstream.cx_pool_ready_duration)% verdict="
-    ));
+    let manager = with_pool_ready(hcm("outbound", routes, filters, &log));
     let bootstrap = json!({
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {
@@ -637,31 +681,33 @@ const FRESH_PORT: u16 = 8081;
 /// The keep-alive race with real nginx, made deterministic as it happens across a network:
 /// nginx closes the idle connection after its 1 s keep-alive timeout, its FIN is lost (the lab
 /// drops it), so Envoy's pool still holds the connection as idle and hands it to the next
-/// request, which meets nginx's RST. Every try must carry the hint, in the header, the access
-/// log and the metric; a fresh connection that nginx closes unanswered (`return 444`) never.
+/// request, which meets nginx's RST. Every try must be that failure on the reused connection,
+/// in the header, the access log and the metric, hinted exactly when Envoy logged a handover
+/// within the bound; a fresh connection that nginx closes unanswered (`return 444`) never is.
+/// After a second idle a reuse took 23–46 µs in 123 of 131 tries on this 2-core machine (partly
+/// under a `cargo build`), a new connection through the lab's veth 119 µs or more (128 tries);
+/// a preempted Envoy made the other 8 reuses slower (52–160 µs), which only drops the hint, so
+/// tries go on (at most 8) until 3 are hinted.
 #[test]
 fn nginx_keep_alive_timeout_with_its_fin_lost_is_hinted_and_a_fresh_close_is_not() {
     let Some((lab, envoy, port)) = nginx_in_lab() else {
         return;
     };
-    let labels = [
-        ("class", "connection_terminated"),
-        ("origin", "proxy"),
-        ("side", "upstream"),
-    ];
     let fin_wait = || {
-        lab.exec(&[
-            "ss",
-            "-Htn",
-            "state",
-            "fin-wait-1",
-            &format!("sport = :{}", netlab::PORT),
-        ])
-        .unwrap_or_default()
-        .lines()
-        .count()
+        let sport = format!("sport = :{}", netlab::PORT);
+        lab.exec(&["ss", "-Htn", "state", "fin-wait-1", &sport])
+            .unwrap_or_default()
+            .lines()
+            .count()
     };
-    for i in 0..5 {
+    let (mut tries, mut hinted) = (0, 0);
+    while hinted < 3 {
+        assert!(
+            tries < 8,
+            "{hinted} of {tries} reuses hinted\n{}",
+            envoy.diagnostics()
+        );
+        tries += 1;
         let ok = request(port, "GET", "/ka/ok", &[], b"").unwrap();
         assert_eq!(ok.status, 200, "{}", envoy.diagnostics());
         // nginx closes once the connection was idle for 1 s: its socket then waits in
@@ -672,62 +718,26 @@ fn nginx_keep_alive_timeout_with_its_fin_lost_is_hinted_and_a_fresh_close_is_not
             assert!(std::time::Instant::now() < deadline, "nginx never closed");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let before = envoy.metric(FAILURES, &labels);
-        let scn = format!("nginx-ka{i}");
+        let before = envoy.metric(FAILURES, &TERMINATED);
+        let scn = format!("nginx-ka{tries}");
         let r = request(port, "GET", "/ka/reused", &[("x-scn", &scn)], b"").unwrap();
-        let line = envoy
-            .wait_access_log(&format!("scn={scn} "))
-            .unwrap_or_default();
-        println!(
-            "{scn}: {} {:?}\n  {line}",
-            r.status,
-            r.header("x-meshtriage")
-        );
-        assert_eq!(r.status, 503, "{line}");
-        let h = verdict::parse(r.header("x-meshtriage").expect("a verdict header")).remove(0);
-        let log = logged(&envoy, &scn);
-        for v in [&h, &log] {
-            assert_eq!(
-                (v.layer.as_str(), v.class(), v.hints()),
-                ("l4", "connection_terminated", vec!["reused_connection"]),
-                "{line}\n{}",
-                envoy.diagnostics()
-            );
-        }
-        assert_eq!(
-            envoy.wait_metric(FAILURES, &labels, before + 1.0),
-            before + 1.0
-        );
+        hinted += usize::from(check_terminated(&envoy, &r, &scn, before));
         // The failed request went out on the connection of the 200: one connection per try.
         assert_eq!(
             envoy.stat("cluster.c_ka.upstream_cx_total"),
-            f64::from(i + 1)
+            f64::from(tries)
         );
 
-        let before = envoy.metric(FAILURES, &labels);
-        let scn = format!("nginx-fresh{i}");
+        let before = envoy.metric(FAILURES, &TERMINATED);
+        let scn = format!("nginx-fresh{tries}");
         let c = request(port, "GET", "/fresh/close", &[("x-scn", &scn)], b"").unwrap();
-        let line = envoy
-            .wait_access_log(&format!("scn={scn} "))
-            .unwrap_or_default();
-        println!(
-            "{scn}: {} {:?}\n  {line}",
-            c.status,
-            c.header("x-meshtriage")
+        assert!(
+            !check_terminated(&envoy, &c, &scn, before),
+            "a new connection"
         );
-        assert_eq!(c.status, 503, "{line}");
-        let h = verdict::parse(c.header("x-meshtriage").expect("a verdict header")).remove(0);
-        let log = logged(&envoy, &scn);
-        for v in [&h, &log] {
-            assert_eq!(
-                (v.layer.as_str(), v.class(), v.hints()),
-                ("l4", "connection_terminated", Vec::<&str>::new()),
-                "{line}"
-            );
-        }
         assert_eq!(
-            envoy.wait_metric(FAILURES, &labels, before + 1.0),
-            before + 1.0
+            envoy.stat("cluster.c_fresh.upstream_cx_total"),
+            f64::from(tries)
         );
     }
 }
