@@ -95,7 +95,21 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first: nginx's master then stops its worker, which a SIGKILL of the master
+    /// orphans (it kept running, holding the listening socket). SIGKILL after 2 s for a daemon
+    /// that does not stop. The child is not reaped before the signal, so its pid is still ours.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
