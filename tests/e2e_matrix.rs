@@ -267,7 +267,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         send: Send::AfterOne,
         ..s(
-            "keep-alive race: upstream closes a reused connection",
+            "keep-alive race: upstream closes a reused connection (real nginx: see below)",
             "/race/close-reused",
             up(503, L4, "connection_terminated").hints(&["reused_connection?"]),
         )
@@ -570,9 +570,17 @@ fn page(runs: &[Run]) -> String {
          `openssl s_server` and grpcio for real): Envoy sees an app's answer and writes no \
          Proxy-Status. meshtriage's header verdict carries `inferred` (the headers make the \
          gateway's page likely); the access log and the metric carry the certain verdict (the \
-         body matched the signature table in docs/taxonomy.md). The keep-alive race's hint \
-         rests on how fast the pool handed the connection over (a reuse is synchronous): on a \
-         busy machine it may be missing, never added to a new connection.\n",
+         body matched the signature table in docs/taxonomy.md).\n\n\
+         The keep-alive race row's upstream closes the reused connection on purpose; \
+         tests/e2e_real_software.rs also runs it with real nginx (`keepalive_timeout 1s`) in the \
+         L4 lab, which drops nginx's FIN as a lossy network would: Envoy reuses the connection \
+         it still thinks idle and meets nginx's RST (503, `UC`, \
+         `upstream_reset_before_response_started{connection_termination}`, Proxy-Status \
+         `connection_terminated`), and meshtriage says `connection_terminated` with \
+         `reused_connection`. The hint rests on how fast the pool handed the connection over (a \
+         reuse is synchronous, mostly under 50 µs; a new connection took 68 µs or more): when a busy \
+         machine preempts Envoy at that moment the hint is missing, and it is never added to a \
+         new connection (filter/core/src/reused_connection.rs has the measurements).\n",
     );
     out
 }

@@ -86,9 +86,21 @@ fn reap_stale(dir: &std::path::Path) {
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
+        kill_all_in(&format!("mtlab-{owner}"));
         let _ = run(&["ip", "netns", "del", &format!("mtlab-{owner}")]);
         let _ = run(&["ip", "link", "del", &format!("mth{owner}")]);
         let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// Kills every process in the namespace `ns`: what an upstream forked (nginx's worker)
+/// outlives its parent's SIGKILL, and any process left in a namespace keeps it (and its
+/// addresses) alive after `ip netns del`.
+fn kill_all_in(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = run(&["kill", "-KILL", pid]);
+        }
     }
 }
 
@@ -168,10 +180,27 @@ impl Lab {
         Ok(())
     }
 
-    /// Creates the namespace, the veth pair and the upstream. `n` names the lab in messages;
-    /// names and addresses are unique per process and lab (see [`Subnet`]), so labs of one
-    /// run and of runs in parallel never collide.
+    /// Creates the namespace, the veth pair and the Python upstream. `n` names the lab in
+    /// messages; names and addresses are unique per process and lab (see [`Subnet`]), so labs
+    /// of one run and of runs in parallel never collide.
     pub fn start(n: u8) -> Lab {
+        Lab::start_with(n, |lab| {
+            let script = std::env::temp_dir().join(format!("{}-upstream.py", lab.ns));
+            std::fs::write(&script, UPSTREAM_PY).expect("write lab upstream");
+            vec![
+                "python3".into(),
+                script.display().to_string(),
+                lab.addr.clone(),
+                PORT.to_string(),
+            ]
+        })
+    }
+
+    /// [`Lab::start`] with another upstream: `upstream(lab)` returns the command line (program
+    /// first) run inside the namespace; it must listen on `lab.addr`:[`PORT`] (the lab waits
+    /// for that). The command may fork (nginx's master and worker): on drop every process in
+    /// the namespace is killed, not only the one started here.
+    pub fn start_with(n: u8, upstream: impl FnOnce(&Lab) -> Vec<String>) -> Lab {
         static LABS: AtomicU32 = AtomicU32::new(0);
         // Interface names have at most 15 bytes: pid and counter in base 36 keep them short.
         let id = format!(
@@ -275,12 +304,10 @@ impl Lab {
                 panic!("lab set-up failed: {e}");
             }
         }
-        let script = std::env::temp_dir().join(format!("mtlab-upstream-{id}.py"));
-        std::fs::write(&script, UPSTREAM_PY).expect("write lab upstream");
+        let command = upstream(&lab);
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns, "python3"])
-            .arg(&script)
-            .args([lab.addr.as_str(), &PORT.to_string()])
+            .args(["netns", "exec", &lab.ns])
+            .args(&command)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -294,6 +321,9 @@ impl Lab {
         )
         .is_err()
         {
+            if let Some(Ok(Some(status))) = lab.upstream.as_mut().map(Child::try_wait) {
+                panic!("lab upstream {command:?} exited with {status}");
+            }
             assert!(Instant::now() < deadline, "lab upstream did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -305,6 +335,24 @@ impl Lab {
         let mut full = vec!["ip", "netns", "exec", &self.ns, "iptables"];
         full.extend(args.split_whitespace());
         run(&full).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs `args` (program first) inside the namespace; its stdout, or why it failed.
+    pub fn exec(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip netns exec: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     /// Removes every rule of the namespace.
@@ -319,6 +367,7 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        kill_all_in(&self.ns);
         // Deleting the namespace takes its end of the veth pair, and with it the host's end.
         let _ = run(&["ip", "netns", "del", &self.ns]);
         let _ = run(&["ip", "link", "del", &self.host_if]);

@@ -95,7 +95,21 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first: nginx's master then stops its worker, which a SIGKILL of the master
+    /// orphans (it kept running, holding the listening socket). SIGKILL after 2 s for a daemon
+    /// that does not stop. The child is not reaped before the signal, so its pid is still ours.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -174,32 +188,39 @@ os.execve(args[0], args, env)\n";
     }
 }
 
-/// nginx (foreground, master only) with `server_body` inside `server { listen ...; }`.
+/// nginx (foreground, one worker) with `server_body` inside `server { listen ...; }`.
 pub fn nginx(nginx: &Path, server_body: &str) -> Daemon {
     let body = server_body.to_string();
     spawn_on_inherited_socket("nginx", nginx, move |dir, port, fd| {
-        let d = dir.display();
-        let conf = format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off;\n\
-               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
-               uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-               server {{ listen 127.0.0.1:{port}; location = /__ready {{ return 204; }}\n{body}\n}} }}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
         (
-            vec![
-                "-e".into(),
-                format!("{d}/error.log"),
-                "-p".into(),
-                d.to_string(),
-                "-c".into(),
-                format!("{d}/nginx.conf"),
-            ],
+            nginx_args(dir, &format!("listen 127.0.0.1:{port};"), &body),
             vec![("NGINX".into(), format!("{fd};"))],
         )
     })
+}
+
+/// nginx's command line (without the program) in the foreground with one worker, its files
+/// under `dir`, and `server` (`listen` and more) inside `server { ... }` before the locations
+/// `server_body`; writes `dir`/nginx.conf.
+pub fn nginx_args(dir: &Path, server: &str, server_body: &str) -> Vec<String> {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{ access_log off;\n\
+           client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+           uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+           server {{ {server} location = /__ready {{ return 204; }}\n{server_body}\n}} }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+    vec![
+        "-e".into(),
+        format!("{d}/error.log"),
+        "-p".into(),
+        d.to_string(),
+        "-c".into(),
+        format!("{d}/nginx.conf"),
+    ]
 }
 
 /// HAProxy (foreground) with `frontend_and_backends` after a frontend bound to the socket.
