@@ -404,10 +404,16 @@ mod tests {
         mtls: bool,
         flags: ResponseFlags,
         code: Option<u16>,
+        /// The request's `grpc-timeout` ran out.
+        deadline: bool,
+        /// A new TLS 1.3 connection without a client certificate.
+        tls13: bool,
         asked_signals: Vec<Phase>,
         asked_mtls: u32,
         asked_flags: u32,
         asked_code: u32,
+        asked_deadline: u32,
+        asked_tls13: u32,
     }
 
     impl Reads for Fake {
@@ -430,6 +436,14 @@ mod tests {
         fn response_code(&mut self) -> Option<u16> {
             self.asked_code += 1;
             self.code
+        }
+        fn tls13_without_client_cert(&mut self) -> bool {
+            self.asked_tls13 += 1;
+            self.tls13
+        }
+        fn grpc_deadline_ran_out(&mut self) -> bool {
+            self.asked_deadline += 1;
+            self.deadline
         }
     }
 
@@ -1026,40 +1040,6 @@ mod tests {
         }
     }
 
-    /// A host for the new reads: a deadline that ran out, a TLS 1.3 connection without a
-    /// client certificate; counts what was asked.
-    #[derive(Default)]
-    struct Fake2 {
-        inner: Fake,
-        deadline: bool,
-        tls13: bool,
-        asked_deadline: u32,
-        asked_tls13: u32,
-    }
-
-    impl Reads for Fake2 {
-        fn signals(&mut self, phase: Phase, status: Option<u16>) -> Signals {
-            self.inner.signals(phase, status)
-        }
-        fn upstream_mtls(&mut self) -> bool {
-            self.inner.upstream_mtls()
-        }
-        fn response_flags(&mut self) -> ResponseFlags {
-            self.inner.response_flags()
-        }
-        fn response_code(&mut self) -> Option<u16> {
-            self.inner.response_code()
-        }
-        fn tls13_without_client_cert(&mut self) -> bool {
-            self.asked_tls13 += 1;
-            self.tls13
-        }
-        fn grpc_deadline_ran_out(&mut self) -> bool {
-            self.asked_deadline += 1;
-            self.deadline
-        }
-    }
-
     const NGINX_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
 
     fn nginx_504_headers() -> Vec<(&'static str, &'static str)> {
@@ -1155,20 +1135,19 @@ mod tests {
     #[test]
     fn the_request_is_not_read_before_the_log() {
         let c = Config::default();
-        let inner = || Fake {
+        let via_upstream = || Fake {
             signals: details("via_upstream", Direction::Outbound),
             ..Fake::default()
         };
-        let mut fake = Fake2 {
-            inner: inner(),
+        let mut fake = Fake {
             deadline: true,
-            ..Fake2::default()
+            ..via_upstream()
         };
         let p = plan(
             &[(":status", "200"), ("grpc-status", "4")],
             true,
             &c,
-            &mut fake.inner,
+            &mut fake,
         );
         let input = EndInput {
             saw_headers: true,
@@ -1184,16 +1163,13 @@ mod tests {
         );
         assert_eq!(fake.asked_deadline, 0);
         // A failing status-4 trailer after a 200: the late path, still before the log.
-        let mut fake = Fake2 {
-            inner: Fake {
-                signals: Signals {
-                    grpc_status: Some(4),
-                    ..details("via_upstream", Direction::Outbound)
-                },
-                ..Fake::default()
+        let mut fake = Fake {
+            signals: Signals {
+                grpc_status: Some(4),
+                ..details("via_upstream", Direction::Outbound)
             },
             deadline: true,
-            ..Fake2::default()
+            ..Fake::default()
         };
         let input = EndInput {
             saw_headers: true,
@@ -1220,19 +1196,16 @@ mod tests {
             (true, Class::GrpcDeadlineExceeded),
             (false, Class::AppGrpcError),
         ] {
-            let mut fake = Fake2 {
-                inner: Fake {
-                    signals: details("via_upstream", Direction::Outbound),
-                    ..Fake::default()
-                },
+            let mut fake = Fake {
+                signals: details("via_upstream", Direction::Outbound),
                 deadline,
-                ..Fake2::default()
+                ..Fake::default()
             };
             let p = plan(
                 &[(":status", "200"), ("grpc-status", "4")],
                 true,
                 &c,
-                &mut fake.inner,
+                &mut fake,
             );
             let v = p.verdict.unwrap();
             assert_eq!(
@@ -1258,19 +1231,16 @@ mod tests {
             assert_eq!(fake.asked_deadline, 1);
         }
         // Another code: nothing to look at.
-        let mut fake = Fake2 {
-            inner: Fake {
-                signals: details("via_upstream", Direction::Outbound),
-                ..Fake::default()
-            },
+        let mut fake = Fake {
+            signals: details("via_upstream", Direction::Outbound),
             deadline: true,
-            ..Fake2::default()
+            ..Fake::default()
         };
         let p = plan(
             &[(":status", "200"), ("grpc-status", "14")],
             true,
             &c,
-            &mut fake.inner,
+            &mut fake,
         );
         let input = EndInput {
             at_log: true,
@@ -1295,13 +1265,10 @@ mod tests {
             ..Signals::default()
         };
         for (nanos, asked, hinted) in [(Some(2_000_000), 1, true), (Some(5_000), 0, false)] {
-            let mut fake = Fake2 {
-                inner: Fake {
-                    signals: uf(),
-                    ..Fake::default()
-                },
+            let mut fake = Fake {
+                signals: uf(),
                 tls13: true,
-                ..Fake2::default()
+                ..Fake::default()
             };
             let v = assemble(&mut uc(nanos), &c, "a.ns", &mut fake).unwrap();
             assert_eq!(fake.asked_tls13, asked, "{nanos:?}");
@@ -1310,9 +1277,9 @@ mod tests {
                 hinted
             );
         }
-        let mut fake = Fake2 {
+        let mut fake = Fake {
             tls13: true,
-            ..Fake2::default()
+            ..Fake::default()
         };
         let _ = assemble(&mut uf(), &c, "a.ns", &mut fake);
         assert_eq!(
