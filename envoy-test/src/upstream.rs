@@ -393,6 +393,14 @@ fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
     };
     let (server, content_type) = match row.headers {
         Headers::ServerHtml(Product::Nginx) => ("server: nginx/1.22.1\r\n", "text/html"),
+        Headers::ServerHtml(Product::Apache) => (
+            "server: Apache/2.4.71 (Debian)\r\n",
+            "text/html; charset=iso-8859-1",
+        ),
+        Headers::ServerHtml(Product::Varnish) => (
+            "server: Varnish\r\nvia: 1.1 varnish (Varnish/7.1)\r\n",
+            "text/html; charset=utf-8",
+        ),
         Headers::EnvoyText(_) => ("server: envoy\r\n", "text/plain"),
         _ => ("", "text/html"),
     };

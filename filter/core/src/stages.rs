@@ -15,15 +15,13 @@
 use crate::classify::{classify, is_failing};
 use crate::config::Config;
 use crate::flags::{Flag, ResponseFlags};
-use crate::gateway_replies::confirmed_by_body;
+use crate::gateway_replies::{confirmed_by_body, MAX_GATEWAY_PAGE};
 use crate::grpc;
 use crate::response::{trusts_upstream, ResponseScan};
 use crate::sfv;
 use crate::signals::{Phase, Signals};
 use crate::tls13_rejection;
-use crate::upstream::{
-    bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
-};
+use crate::upstream::{bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence};
 use crate::verdict::Verdict;
 
 /// The host reads a stage may ask for. Each is one or more host calls: a stage asks only when
@@ -182,7 +180,7 @@ impl BodyProbe {
     pub fn step(&self, chunk_size: usize) -> ProbeStep {
         if self.overflow || chunk_size == 0 {
             ProbeStep::Skip
-        } else if self.body.len().saturating_add(chunk_size) > MAX_LOCAL_REPLY_BODY {
+        } else if self.body.len().saturating_add(chunk_size) > MAX_GATEWAY_PAGE {
             ProbeStep::GiveUp
         } else {
             ProbeStep::Read
@@ -819,8 +817,9 @@ mod tests {
             overflow: false,
         };
         assert_eq!(probe.step(0), ProbeStep::Skip);
-        assert_eq!(probe.step(56), ProbeStep::Read);
-        assert_eq!(probe.step(57), ProbeStep::GiveUp);
+        let room = MAX_GATEWAY_PAGE - 200;
+        assert_eq!(probe.step(room), ProbeStep::Read);
+        assert_eq!(probe.step(room + 1), ProbeStep::GiveUp);
         assert_eq!(probe.step(usize::MAX), ProbeStep::GiveUp);
     }
 
