@@ -53,7 +53,7 @@ pub fn tool(bin: &str, package: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// A daemon started by [`spawn_on_inherited_socket`]; killed on drop.
+/// A daemon started here (nginx, HAProxy, Apache httpd, Varnish, ...); killed on drop.
 pub struct Daemon {
     child: Child,
     pub port: u16,
