@@ -391,6 +391,7 @@ fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
     let (Some(row), Some(docs)) = (GATEWAY_REPLIES.get(index), GATEWAY_DOCS.get(index)) else {
         return ok(s, 404, "", "no such row\n");
     };
+    let squid;
     let (server, content_type) = match row.headers {
         Headers::ServerHtml(Product::Nginx) => ("server: nginx/1.22.1\r\n", "text/html"),
         Headers::ServerHtml(Product::Apache) => (
@@ -402,6 +403,10 @@ fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
             "text/html; charset=utf-8",
         ),
         Headers::EnvoyText(_) => ("server: envoy\r\n", "text/plain"),
+        Headers::SquidError(code) => {
+            squid = format!("server: squid/5.7\r\nx-squid-error: {code} 0\r\n");
+            (squid.as_str(), "text/html;charset=utf-8")
+        }
         _ => ("", "text/html"),
     };
     let reply = format!(

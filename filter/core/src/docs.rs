@@ -237,8 +237,10 @@ pub fn taxonomy_page() -> String {
          under `ProxyErrorOverride On`) never match. `Via` is not read: a proxy adds it to the \
          app's own replies too (Varnish: `Via: 1.1 varnish (Varnish/7.1)` on an app's 503), so \
          it names the proxies a reply passed, not the one that wrote it; `Server` tells them \
-         apart. Samples captured from nginx 1.22, HAProxy 2.6, Apache httpd 2.4 and Varnish \
-         7.1 (Debian 12) and Envoy 1.40 (tests/e2e_real_software.rs).\n\n{}\n\
+         apart. Squid's rows are certain from the headers (no `inferred`): Squid writes \
+         `X-Squid-Error` on its own error pages only. Samples captured from nginx 1.22, \
+         HAProxy 2.6, Apache httpd 2.4, Varnish 7.1 and Squid 5.7 (Debian 12) and Envoy 1.40 \
+         (tests/e2e_real_software.rs).\n\n{}\n\
          ## Rules in evaluation order\n\n{}\n\
          ## Connection rules (network filter) in evaluation order\n\n\
          The network filter (root id `meshtriage-tcp`) classifies each connection when it ends, \
