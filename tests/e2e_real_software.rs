@@ -1,6 +1,6 @@
 //! Real third-party software behind a real Envoy 1.40 with meshtriage (outbound listener):
-//! nginx 1.22, HAProxy 2.6, Apache httpd 2.4 and Varnish 7.1 from Debian in front of a dead, a
-//! hung and a closing backend, and a second Envoy without the plugin (a namespace that did not
+//! nginx 1.22, HAProxy 2.6, Apache httpd 2.4, Varnish 7.1 and Squid 5.7 from Debian in front of
+//! a dead, a hung and a closing backend, and a second Envoy without the plugin (a namespace that did not
 //! opt in). Each scenario checks
 //! what a user sees: the verdict header, the access-log verdict and the failure metric. A
 //! program that cannot be installed skips its scenarios with a message naming the package.
@@ -130,11 +130,13 @@ fn check(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
         let scn = w.path.trim_start_matches('/').replace('/', "-");
         let r: Response = request(port, "GET", w.path, &[("x-scn", &scn)], b"").unwrap();
         println!(
-            "{} -> {} server={:?} content-type={:?}\n{}\nheader: {:?}",
+            "{} -> {} server={:?} content-type={:?} via={:?} x-squid-error={:?}\n{}\nheader: {:?}",
             w.path,
             r.status,
             r.header("server"),
             r.header("content-type"),
+            r.header("via"),
+            r.header("x-squid-error"),
             r.text(),
             r.header("x-meshtriage")
         );
@@ -369,6 +371,61 @@ fn varnish_backend_fetch_failed_is_the_gateways_and_its_app_errors_stay_the_apps
         "{bad:#?}\n{}\n{}",
         envoy.diagnostics(),
         varnish.log()
+    );
+}
+
+/// Squid as a reverse proxy: its own error pages carry `X-Squid-Error` (a refused, a hung and a
+/// closing peer), which makes them certain already in the header (no `inferred`); the app's own
+/// 502/503 passed through carry Squid's `Via` too and stay the app's.
+#[test]
+fn squid_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
+    let bin = match real_software::tool("squid", "squid") {
+        Ok(bin) => bin,
+        Err(why) => return meshtriage_suite::skip(&why),
+    };
+    let dead = paths::closed_port();
+    let hold = raw_backend(true);
+    let close = raw_backend(false);
+    let app = real_software::status_app();
+    let mut peers = String::new();
+    for (name, port, opts) in [
+        ("dead", dead.port, " connect-timeout=1"),
+        ("hung", hold.port, ""),
+        ("bad", close.port, ""),
+        ("app", app.port, ""),
+    ] {
+        peers.push_str(&format!(
+            "cache_peer 127.0.0.1 parent {port} 0 no-query no-digest originserver name={name}{opts}\n\
+             acl to_{name} urlpath_regex ^/squid/{name}\n\
+             cache_peer_access {name} allow to_{name}\ncache_peer_access {name} deny all\n"
+        ));
+    }
+    // One try: Squid would otherwise retry an empty reply for ~20 s.
+    peers.push_str("read_timeout 1 seconds\nforward_max_tries 1\n");
+    let squid = real_software::squid(&bin, &peers);
+    let (envoy, port) = meshtriage_envoy(&[("squid", squid.port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want("/squid/dead", 502, "gateway_error", "upstream_proxy", false),
+            want(
+                "/squid/hung",
+                504,
+                "upstream_timeout",
+                "upstream_proxy",
+                false,
+            ),
+            want("/squid/bad", 502, "gateway_error", "upstream_proxy", false),
+            want("/squid/app/502", 502, "app_error", "app", false),
+            want("/squid/app/503", 503, "app_error", "app", false),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        squid.log()
     );
 }
 

@@ -1,9 +1,9 @@
 //! Real third-party software for tests/e2e_real_software.rs: nginx and HAProxy from Debian,
 //! started on loopback sockets this process bound (port 0, read back, handed over as an
 //! inherited file descriptor: no port race); Apache httpd on a port held by an `SO_REUSEPORT`
-//! reservation until it has bound it; Varnish on port 0, read back over its CLI; plus tiny raw
-//! backends (one that holds every connection open, one that closes each connection unanswered,
-//! an app that answers the status its path names). A program that is missing and cannot be
+//! reservation until it has bound it (Squid: an `SO_REUSEADDR` one); Varnish on port 0, read
+//! back over its CLI; plus tiny raw backends (one that holds every connection open, one that
+//! closes each connection unanswered, an app that answers the status its path names). A program that is missing and cannot be
 //! installed makes its scenario skip with a message naming the package.
 
 use crate::paths;
@@ -53,7 +53,7 @@ pub fn tool(bin: &str, package: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// A daemon started here (nginx, HAProxy, Apache httpd, Varnish, ...); killed on drop.
+/// A daemon started here (nginx, HAProxy, Apache httpd, Varnish, Squid, ...); killed on drop.
 pub struct Daemon {
     child: Child,
     pub port: u16,
@@ -313,6 +313,36 @@ pub fn varnish(varnishd: &Path, varnishadm: &Path, vcl: &str) -> Daemon {
         std::thread::sleep(Duration::from_millis(100));
     }
     daemon.answering("varnishd")
+}
+
+/// Squid 5 as a reverse proxy (`accel`, foreground, no cache, no helpers) with `peers` (the
+/// `cache_peer` lines and their access rules). Squid binds neither port 0 nor an inherited
+/// socket; its port is held by a [`paths::reserve_port_reuse_addr`] reservation until it
+/// answers.
+pub fn squid(squid: &Path, peers: &str) -> Daemon {
+    let dir = paths::scratch("squid");
+    let reservation = paths::reserve_port_reuse_addr();
+    let port = reservation.port;
+    let d = dir.display();
+    let conf = format!(
+        "http_port 127.0.0.1:{port} accel defaultsite=app.local no-vhost\n{peers}\n\
+         never_direct allow all\nhttp_access allow all\ncache deny all\n\
+         pinger_enable off\npid_filename none\naccess_log none\ncache_log /dev/null\n\
+         coredump_dir {d}\nshutdown_lifetime 0 seconds\n"
+    );
+    let path = dir.join("squid.conf");
+    std::fs::write(&path, conf).expect("squid.conf");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    let child = Command::new(squid)
+        .args(["-N", "-d", "1", "-f"])
+        .arg(&path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("squid");
+    let daemon = Daemon { child, port, dir }.answering("squid");
+    drop(reservation);
+    daemon
 }
 
 /// An app: answers each request with the status its path ends in (`/x/app/502`; else 200) and
