@@ -110,7 +110,7 @@ pub fn reserve_port() -> Reservation {
 /// A [`Reservation`] for a daemon that binds with `SO_REUSEADDR` only (Squid: no port 0, no
 /// `SO_REUSEPORT`, no inherited socket). Linux lets a second `SO_REUSEADDR` socket bind and
 /// listen on the port while this one stays bound and never listens; a plain bind fails, and
-/// the kernel's `bind(0)` skips the port.
+/// the kernel's `bind(0)` passes the port over while ports nothing is bound to remain.
 pub fn reserve_port_reuse_addr() -> Reservation {
     let (_socket, port) = bound_socket(Reuse::Addr);
     Reservation { port, _socket }
