@@ -273,7 +273,7 @@ const SCENARIOS: &[Scenario] = &[
         )
     },
     // Another proxy's error page (captures replayed by the app; tests/e2e_real_software.rs
-    // runs the real nginx and HAProxy)
+    // runs the real nginx, HAProxy, Apache httpd, Varnish and Squid)
     s(
         "nginx in front of a dead app: its 502 page",
         "/app/gateway-page/0",
@@ -283,6 +283,11 @@ const SCENARIOS: &[Scenario] = &[
         "HAProxy with no server left: its 503 page",
         "/app/gateway-page/3",
         Expect::new(503, L4, "no_healthy_upstream", "upstream_proxy", "upstream"),
+    ),
+    s(
+        "Squid in front of a hung app: its 504 page (X-Squid-Error)",
+        "/app/gateway-page/8",
+        Expect::new(504, L7, "upstream_timeout", "upstream_proxy", "upstream"),
     ),
     // L7: the application
     s("app answers 503", "/app/status/503", app(503, "app_error")),
@@ -565,12 +570,14 @@ fn page(runs: &[Run]) -> String {
          carry any header, and meshtriage still counts and logs them with their class.\n",
     );
     out.push_str(
-        "\nAnother proxy's error page (the nginx and HAProxy rows replay pages captured from the \
-         real software; tests/e2e_real_software.rs runs nginx, HAProxy, a plain Envoy hop, \
+        "\nAnother proxy's error page (the nginx, HAProxy and Squid rows replay pages captured \
+         from the real software; tests/e2e_real_software.rs runs nginx, HAProxy, Apache httpd, \
+         Varnish, Squid, a plain Envoy hop, \
          `openssl s_server` and grpcio for real): Envoy sees an app's answer and writes no \
          Proxy-Status. meshtriage's header verdict carries `inferred` (the headers make the \
          gateway's page likely); the access log and the metric carry the certain verdict (the \
-         body matched the signature table in docs/taxonomy.md).\n\n\
+         body matched the signature table in docs/taxonomy.md). Squid's `X-Squid-Error` makes \
+         its page certain in the header already.\n\n\
          The keep-alive race row's upstream closes the reused connection on purpose; \
          tests/e2e_real_software.rs also runs it with real nginx (`keepalive_timeout 1s`) in the \
          L4 lab, which drops nginx's FIN as a lossy network would: Envoy reuses the connection \

@@ -1,6 +1,7 @@
 //! Real third-party software behind a real Envoy 1.40 with meshtriage (outbound listener):
-//! nginx 1.22 and HAProxy 2.6 from Debian in front of a dead, a hung and a closing backend, and
-//! a second Envoy without the plugin (a namespace that did not opt in). Each scenario checks
+//! nginx 1.22, HAProxy 2.6, Apache httpd 2.4, Varnish 7.1 and Squid 5.7 from Debian in front of
+//! a dead, a hung and a closing backend, and a second Envoy without the plugin (a namespace that did not
+//! opt in). Each scenario checks
 //! what a user sees: the verdict header, the access-log verdict and the failure metric. A
 //! program that cannot be installed skips its scenarios with a message naming the package.
 //! `cargo test --test e2e_real_software -- --nocapture` prints the captured replies.
@@ -207,11 +208,13 @@ fn check(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
         let scn = w.path.trim_start_matches('/').replace('/', "-");
         let r: Response = request(port, "GET", w.path, &[("x-scn", &scn)], b"").unwrap();
         println!(
-            "{} -> {} server={:?} content-type={:?}\n{}\nheader: {:?}",
+            "{} -> {} server={:?} content-type={:?} via={:?} x-squid-error={:?}\n{}\nheader: {:?}",
             w.path,
             r.status,
             r.header("server"),
             r.header("content-type"),
+            r.header("via"),
+            r.header("x-squid-error"),
             r.text(),
             r.header("x-meshtriage")
         );
@@ -335,6 +338,172 @@ fn haproxy_gateway_replies_are_the_gateways() {
         "{bad:#?}\n{}\n{}",
         envoy.diagnostics(),
         haproxy.log()
+    );
+}
+
+/// Apache httpd's mod_proxy: its "Proxy Error" page (a hung backend past `ProxyTimeout`) is
+/// the gateway's. (A backend that closes unanswered gets the same page on a new client
+/// connection; on a reused one Apache closes the client's connection instead, and Envoy reports
+/// `connection_terminated`: not scripted here.) Its 503 for a refused backend is Apache's generic
+/// 503 page, the same an app's 503 gets under `ProxyErrorOverride On` or a `R=503` rule: not a
+/// row, it stays the app's (precision first). The app's own 502/503 passed through stay the
+/// app's.
+#[test]
+fn apache_proxy_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
+    let bin = match real_software::tool("apache2", "apache2") {
+        Ok(bin) => bin,
+        Err(why) => return meshtriage_suite::skip(&why),
+    };
+    let dead = paths::closed_port();
+    let hold = raw_backend(true);
+    let app = real_software::status_app();
+    let apache = real_software::apache(
+        &bin,
+        &format!(
+            "ProxyTimeout 1\n\
+             ProxyPass /apache/dead http://127.0.0.1:{}/\n\
+             ProxyPass /apache/hung http://127.0.0.1:{}/\n\
+             ProxyPass /apache/app http://127.0.0.1:{}/app\n",
+            dead.port, hold.port, app.port
+        ),
+    );
+    let (envoy, port) = meshtriage_envoy(&[("apache", apache.port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want("/apache/hung", 502, "gateway_error", "upstream_proxy", true),
+            want("/apache/dead", 503, "app_error", "app", false),
+            want("/apache/app/502", 502, "app_error", "app", false),
+            want("/apache/app/503", 503, "app_error", "app", false),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        apache.log()
+    );
+}
+
+/// Varnish's built-in `vcl_backend_error` page ("Backend fetch failed", 503) for a refused and
+/// a hung backend is the gateway's; the app's own 502/503 passed through stay the app's, though
+/// Varnish adds its `Via` to them as well (why `Via` is no signal).
+#[test]
+fn varnish_backend_fetch_failed_is_the_gateways_and_its_app_errors_stay_the_apps() {
+    let (varnishd, varnishadm) = match (
+        real_software::tool("varnishd", "varnish"),
+        real_software::tool("varnishadm", "varnish"),
+    ) {
+        (Ok(d), Ok(a)) => (d, a),
+        (Err(why), _) | (_, Err(why)) => return meshtriage_suite::skip(&why),
+    };
+    let dead = paths::closed_port();
+    let hold = raw_backend(true);
+    let app = real_software::status_app();
+    let vcl = format!(
+        "vcl 4.1;\n\
+         backend dead {{ .host = \"127.0.0.1\"; .port = \"{}\"; .connect_timeout = 1s; }}\n\
+         backend hung {{ .host = \"127.0.0.1\"; .port = \"{}\"; .first_byte_timeout = 1s; }}\n\
+         backend app {{ .host = \"127.0.0.1\"; .port = \"{}\"; }}\n\
+         sub vcl_recv {{\n\
+           if (req.url ~ \"^/varnish/dead\") {{ set req.backend_hint = dead; }}\n\
+           elsif (req.url ~ \"^/varnish/hung\") {{ set req.backend_hint = hung; }}\n\
+           else {{ set req.backend_hint = app; }}\n\
+           return (pass);\n\
+         }}\n",
+        dead.port, hold.port, app.port
+    );
+    let varnish = real_software::varnish(&varnishd, &varnishadm, &vcl);
+    let (envoy, port) = meshtriage_envoy(&[("varnish", varnish.port)]);
+    let passed = request(port, "GET", "/varnish/app/503", &[], b"").unwrap();
+    assert!(
+        passed.header("via").is_some_and(|v| v.contains("varnish")),
+        "Varnish's Via on the app's page: {:?}",
+        passed.headers
+    );
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want(
+                "/varnish/dead",
+                503,
+                "gateway_error",
+                "upstream_proxy",
+                true,
+            ),
+            want(
+                "/varnish/hung",
+                503,
+                "gateway_error",
+                "upstream_proxy",
+                true,
+            ),
+            want("/varnish/app/502", 502, "app_error", "app", false),
+            want("/varnish/app/503", 503, "app_error", "app", false),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        varnish.log()
+    );
+}
+
+/// Squid as a reverse proxy: its own error pages carry `X-Squid-Error` (a refused, a hung and a
+/// closing peer), which makes them certain already in the header (no `inferred`); the app's own
+/// 502/503 passed through carry Squid's `Via` too and stay the app's.
+#[test]
+fn squid_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
+    let bin = match real_software::tool("squid", "squid") {
+        Ok(bin) => bin,
+        Err(why) => return meshtriage_suite::skip(&why),
+    };
+    let dead = paths::closed_port();
+    let hold = raw_backend(true);
+    let close = raw_backend(false);
+    let app = real_software::status_app();
+    let mut peers = String::new();
+    for (name, port, opts) in [
+        ("dead", dead.port, " connect-timeout=1"),
+        ("hung", hold.port, ""),
+        ("bad", close.port, ""),
+        ("app", app.port, ""),
+    ] {
+        peers.push_str(&format!(
+            "cache_peer 127.0.0.1 parent {port} 0 no-query no-digest originserver name={name}{opts}\n\
+             acl to_{name} urlpath_regex ^/squid/{name}\n\
+             cache_peer_access {name} allow to_{name}\ncache_peer_access {name} deny all\n"
+        ));
+    }
+    // One try: Squid would otherwise retry an empty reply for ~20 s.
+    peers.push_str("read_timeout 1 seconds\nforward_max_tries 1\n");
+    let squid = real_software::squid(&bin, &peers);
+    let (envoy, port) = meshtriage_envoy(&[("squid", squid.port)]);
+    let bad = check(
+        &envoy,
+        port,
+        &[
+            want("/squid/dead", 502, "gateway_error", "upstream_proxy", false),
+            want(
+                "/squid/hung",
+                504,
+                "upstream_timeout",
+                "upstream_proxy",
+                false,
+            ),
+            want("/squid/bad", 502, "gateway_error", "upstream_proxy", false),
+            want("/squid/app/502", 502, "app_error", "app", false),
+            want("/squid/app/503", 503, "app_error", "app", false),
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{}",
+        envoy.diagnostics(),
+        squid.log()
     );
 }
 

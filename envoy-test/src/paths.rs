@@ -61,15 +61,25 @@ pub struct ClosedPort {
 }
 
 pub fn closed_port() -> ClosedPort {
-    let (_socket, port) = bound_socket(false);
+    let (_socket, port) = bound_socket(Reuse::None);
     ClosedPort { port, _socket }
 }
 
+/// Which sharing option a holding socket sets.
+#[derive(Clone, Copy)]
+enum Reuse {
+    None,
+    Port,
+    Addr,
+}
+
 /// A socket bound (never listening) to a port of 127.0.0.1 the kernel picks, and that port.
-fn bound_socket(reuse_port: bool) -> (Socket, u16) {
+fn bound_socket(reuse: Reuse) -> (Socket, u16) {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    if reuse_port {
-        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    match reuse {
+        Reuse::None => {}
+        Reuse::Port => socket.set_reuse_port(true).expect("SO_REUSEPORT"),
+        Reuse::Addr => socket.set_reuse_address(true).expect("SO_REUSEADDR"),
     }
     let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
@@ -93,7 +103,16 @@ pub struct Reservation {
 }
 
 pub fn reserve_port() -> Reservation {
-    let (_socket, port) = bound_socket(true);
+    let (_socket, port) = bound_socket(Reuse::Port);
+    Reservation { port, _socket }
+}
+
+/// A [`Reservation`] for a daemon that binds with `SO_REUSEADDR` only (Squid: no port 0, no
+/// `SO_REUSEPORT`, no inherited socket). Linux lets a second `SO_REUSEADDR` socket bind and
+/// listen on the port while this one stays bound and never listens; a plain bind fails, and
+/// the kernel's `bind(0)` passes the port over while ports nothing is bound to remain.
+pub fn reserve_port_reuse_addr() -> Reservation {
+    let (_socket, port) = bound_socket(Reuse::Addr);
     Reservation { port, _socket }
 }
 

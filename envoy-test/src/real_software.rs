@@ -1,8 +1,10 @@
 //! Real third-party software for tests/e2e_real_software.rs: nginx and HAProxy from Debian,
 //! started on loopback sockets this process bound (port 0, read back, handed over as an
-//! inherited file descriptor: no port race), plus tiny raw backends (one that holds every
-//! connection open, one that closes each connection unanswered). A program that is missing and
-//! cannot be installed makes its scenario skip with a message naming the package.
+//! inherited file descriptor: no port race); Apache httpd on a port held by an `SO_REUSEPORT`
+//! reservation until it has bound it (Squid: an `SO_REUSEADDR` one); Varnish on port 0, read
+//! back over its CLI; plus tiny raw backends (one that holds every connection open, one that
+//! closes each connection unanswered, an app that answers the status its path names). A program that is missing and cannot be
+//! installed makes its scenario skip with a message naming the package.
 
 use crate::paths;
 use std::io::Write;
@@ -51,7 +53,7 @@ pub fn tool(bin: &str, package: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// A daemon started by [`spawn_on_inherited_socket`]; killed on drop.
+/// A daemon started here (nginx, HAProxy, Apache httpd, Varnish, Squid, ...); killed on drop.
 pub struct Daemon {
     child: Child,
     pub port: u16,
@@ -169,22 +171,29 @@ os.execve(args[0], args, env)\n";
         .expect("stdin")
         .write_all(line.as_bytes())
         .expect("launcher stdin");
-    let mut daemon = Daemon { child, port, dir };
     // The socket listens from the start; wait until the program has taken over (it answers).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("{name} exited with {status}\n{}", daemon.log());
+    Daemon { child, port, dir }.answering(name)
+}
+
+impl Daemon {
+    /// Waits (at most 10 s) until the daemon answers an HTTP request on its port (any status);
+    /// panics with its log if it exits or never does.
+    fn answering(mut self, name: &str) -> Daemon {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{name} exited with {status}\n{}", self.log());
+            }
+            if crate::request(self.port, "GET", "/__ready", &[], b"").is_ok() {
+                return self;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not answering\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if crate::request(port, "GET", "/__ready", &[], b"").is_ok() {
-            return daemon;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not answering\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -238,6 +247,167 @@ pub fn haproxy(haproxy: &Path, rest: &str) -> Daemon {
             vec![],
         )
     })
+}
+
+/// Apache httpd (`-X`: one process, so killing it leaves no children) with mod_proxy_http and
+/// `directives` (`ProxyPass` lines). Apache cannot take an inherited socket; it binds with
+/// `SO_REUSEPORT` when `ListenCoresBucketsRatio` is set (strace shows the setsockopt), so the
+/// port is held by a [`paths::reserve_port`] reservation until Apache answers on it.
+pub fn apache(apache: &Path, directives: &str) -> Daemon {
+    let dir = paths::scratch("apache");
+    let reservation = paths::reserve_port();
+    let port = reservation.port;
+    let d = dir.display();
+    let modules = "/usr/lib/apache2/modules";
+    let conf = format!(
+        "ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nErrorLog {d}/daemon.log\n\
+         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+         LoadModule proxy_module {modules}/mod_proxy.so\n\
+         LoadModule proxy_http_module {modules}/mod_proxy_http.so\n\
+         User www-data\nGroup www-data\nServerName localhost\n\
+         ListenCoresBucketsRatio 1\nListen 127.0.0.1:{port}\n{directives}\n"
+    );
+    let path = dir.join("httpd.conf");
+    std::fs::write(&path, conf).expect("httpd.conf");
+    let log = std::fs::File::create(dir.join("stdout.log")).expect("log");
+    let child = Command::new(apache)
+        .arg("-X")
+        .arg("-f")
+        .arg(&path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("apache2");
+    let daemon = Daemon { child, port, dir }.answering("apache2");
+    drop(reservation);
+    daemon
+}
+
+/// Varnish (foreground, no privilege separation) with `vcl` (the whole VCL file). It binds port
+/// 0 for clients and for its CLI; the client port is read back with `varnishadm
+/// debug.listen_address` (the way Varnish's own test tool finds it).
+pub fn varnish(varnishd: &Path, varnishadm: &Path, vcl: &str) -> Daemon {
+    let dir = paths::scratch("varnish");
+    let vcl_path = dir.join("default.vcl");
+    std::fs::write(&vcl_path, vcl).expect("default.vcl");
+    let work = dir.join("work");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    let child = Command::new(varnishd)
+        .args(["-F", "-j", "none", "-a", "127.0.0.1:0", "-T", "127.0.0.1:0"])
+        .args(["-s", "malloc,16m", "-n"])
+        .arg(&work)
+        .arg("-f")
+        .arg(&vcl_path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("varnishd");
+    let mut daemon = Daemon {
+        child,
+        port: 0,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.port == 0 {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("varnishd exited with {status}\n{}", daemon.log());
+        }
+        // `a0 127.0.0.1 41234`
+        daemon.port = Command::new(varnishadm)
+            .args(["-t", "2", "-n"])
+            .arg(&work)
+            .arg("debug.listen_address")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+            })
+            .unwrap_or(0);
+        assert!(
+            Instant::now() < deadline,
+            "varnishd: no listen address\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.answering("varnishd")
+}
+
+/// Squid 5 as a reverse proxy (`accel`, foreground, no cache, no helpers) with `peers` (the
+/// `cache_peer` lines and their access rules). Squid binds neither port 0 nor an inherited
+/// socket; its port is held by a [`paths::reserve_port_reuse_addr`] reservation until it
+/// answers.
+pub fn squid(squid: &Path, peers: &str) -> Daemon {
+    let dir = paths::scratch("squid");
+    let reservation = paths::reserve_port_reuse_addr();
+    let port = reservation.port;
+    let d = dir.display();
+    let conf = format!(
+        "http_port 127.0.0.1:{port} accel defaultsite=app.local no-vhost\n{peers}\n\
+         never_direct allow all\nhttp_access allow all\ncache deny all\n\
+         pinger_enable off\npid_filename none\naccess_log none\ncache_log /dev/null\n\
+         coredump_dir {d}\nshutdown_lifetime 0 seconds\n"
+    );
+    let path = dir.join("squid.conf");
+    std::fs::write(&path, conf).expect("squid.conf");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    let child = Command::new(squid)
+        .args(["-N", "-d", "1", "-f"])
+        .arg(&path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("squid");
+    let daemon = Daemon { child, port, dir }.answering("squid");
+    drop(reservation);
+    daemon
+}
+
+/// An app: answers each request with the status its path ends in (`/x/app/502`; else 200) and
+/// a small HTML page of its own, `Server: tiny-app`. Stops when dropped.
+pub fn status_app() -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = std::io::BufReader::new(&c);
+            let mut first = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut first).unwrap_or(0) == 0 {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                match std::io::BufRead::read_line(&mut reader, &mut line) {
+                    Ok(n) if n > 2 => continue,
+                    _ => break,
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("/");
+            let status: u16 = path
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let body = format!("<html><body><h1>{status}</h1>the app's own page</body></html>");
+            let reply = format!(
+                "HTTP/1.1 {status} App\r\nServer: tiny-app\r\nContent-Type: text/html\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = (&c).write_all(reply.as_bytes());
+        }
+    });
+    RawBackend { port, stop }
 }
 
 /// A raw TCP backend: `hold` keeps every connection open (a hung app), else each connection

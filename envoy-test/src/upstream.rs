@@ -391,9 +391,22 @@ fn gateway_page(s: &mut TcpStream, index: usize) -> bool {
     let (Some(row), Some(docs)) = (GATEWAY_REPLIES.get(index), GATEWAY_DOCS.get(index)) else {
         return ok(s, 404, "", "no such row\n");
     };
+    let squid;
     let (server, content_type) = match row.headers {
         Headers::ServerHtml(Product::Nginx) => ("server: nginx/1.22.1\r\n", "text/html"),
+        Headers::ServerHtml(Product::Apache) => (
+            "server: Apache/2.4.71 (Debian)\r\n",
+            "text/html; charset=iso-8859-1",
+        ),
+        Headers::ServerHtml(Product::Varnish) => (
+            "server: Varnish\r\nvia: 1.1 varnish (Varnish/7.1)\r\n",
+            "text/html; charset=utf-8",
+        ),
         Headers::EnvoyText(_) => ("server: envoy\r\n", "text/plain"),
+        Headers::SquidError(code) => {
+            squid = format!("server: squid/5.7\r\nx-squid-error: {code} 0\r\n");
+            (squid.as_str(), "text/html;charset=utf-8")
+        }
         _ => ("", "text/html"),
     };
     let reply = format!(

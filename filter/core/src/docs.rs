@@ -231,9 +231,15 @@ pub fn taxonomy_page() -> String {
          behind it. The headers make a row likely: the verdict header names the row's class \
          with origin `upstream_proxy` and the Boolean parameter `inferred` (an app behind that \
          gateway could send the same headers). The body, read as it passes, makes it certain in \
-         the access log and the metrics, or gives the verdict back to the app. A 500, and \
-         nginx's 503 page (also what an app's `return 503` looks like), never match. \
-         Samples captured from nginx 1.22 and HAProxy 2.6 (Debian 12) and Envoy 1.40 \
+         the access log and the metrics, or gives the verdict back to the app. A 500, \
+         nginx's 503 page (also what an app's `return 503` looks like) and Apache's generic 503 \
+         page (mod_proxy's answer for a refused backend, but also what an app's 503 becomes \
+         under `ProxyErrorOverride On`) never match. `Via` is not read: a proxy adds it to the \
+         app's own replies too (Varnish: `Via: 1.1 varnish (Varnish/7.1)` on an app's 503), so \
+         it names the proxies a reply passed, not the one that wrote it; `Server` tells them \
+         apart. Squid's rows are certain from the headers (no `inferred`): Squid writes \
+         `X-Squid-Error` on its own error pages only. Samples captured from nginx 1.22, \
+         HAProxy 2.6, Apache httpd 2.4, Varnish 7.1 and Squid 5.7 (Debian 12) and Envoy 1.40 \
          (tests/e2e_real_software.rs).\n\n{}\n\
          ## Rules in evaluation order\n\n{}\n\
          ## Connection rules (network filter) in evaluation order\n\n\

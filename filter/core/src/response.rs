@@ -2,7 +2,7 @@
 //! The glue hands the raw header pairs in; everything the verdict needs is picked out here.
 
 use crate::config::{Config, Trust};
-use crate::gateway_replies::{server_product, ContentKind, HeaderView, Product};
+use crate::gateway_replies::{server_product, squid_error_code, ContentKind, HeaderView, Product};
 use crate::hop_by_hop::HopByHop;
 use crate::taxonomy::Direction;
 use crate::upstream::MAX_LOCAL_REPLY_BODY;
@@ -25,6 +25,8 @@ pub struct ResponseScan {
     pub small_text_body: bool,
     /// The product `Server` names (gateway replies, [`crate::gateway_replies`]).
     pub server: Product,
+    /// A row's `X-Squid-Error` code (Squid's own error pages only).
+    pub squid_error: Option<&'static str>,
     pub content: ContentKind,
 }
 
@@ -70,6 +72,7 @@ impl ResponseScan {
                     text_type = scan.content == ContentKind::Plain;
                 }
                 "server" => scan.server = server_product(value),
+                "x-squid-error" => scan.squid_error = squid_error_code(value),
                 "proxy-status" => scan.proxy_status = Some(value.to_vec()),
                 _ if verdict_header == Some(name) => scan.verdict_lines.push(value.to_vec()),
                 _ => scan.hop_by_hop.observe(name, value, scan.status),
@@ -96,6 +99,7 @@ impl ResponseScan {
         HeaderView {
             status: self.status,
             server: self.server,
+            squid_error: self.squid_error,
             content: self.content,
             length: self.content_length,
         }

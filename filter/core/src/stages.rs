@@ -15,15 +15,13 @@
 use crate::classify::{classify, is_failing};
 use crate::config::Config;
 use crate::flags::{Flag, ResponseFlags};
-use crate::gateway_replies::confirmed_by_body;
+use crate::gateway_replies::{confirmed_by_body, MAX_GATEWAY_PAGE};
 use crate::grpc;
 use crate::response::{trusts_upstream, ResponseScan};
 use crate::sfv;
 use crate::signals::{Phase, Signals};
 use crate::tls13_rejection;
-use crate::upstream::{
-    bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence, MAX_LOCAL_REPLY_BODY,
-};
+use crate::upstream::{bound_entries, local_reply_class, parse_proxy_status, UpstreamEvidence};
 use crate::verdict::Verdict;
 
 /// The host reads a stage may ask for. Each is one or more host calls: a stage asks only when
@@ -186,7 +184,7 @@ impl BodyProbe {
     pub fn step(&self, chunk_size: usize) -> ProbeStep {
         if self.overflow || chunk_size == 0 {
             ProbeStep::Skip
-        } else if self.body.len().saturating_add(chunk_size) > MAX_LOCAL_REPLY_BODY {
+        } else if self.body.len().saturating_add(chunk_size) > MAX_GATEWAY_PAGE {
             ProbeStep::GiveUp
         } else {
             ProbeStep::Read
@@ -266,8 +264,9 @@ pub fn plan_headers(
     // Envoy cannot hold the headers and hand the body over first (proxy-wasm turns a pause into
     // StopAllIterationAndWatermark: no body callback until the headers go on), so the header
     // keeps what the headers prove, and the body refines metrics and filter state.
-    // Another gateway's error page (nginx, HAProxy, a plain Envoy) likewise: the headers make
-    // it likely (the header says `inferred`, see crate::gateway_replies), the body certain.
+    // Another gateway's error page (nginx, HAProxy, Apache, Varnish, a plain Envoy) likewise:
+    // the headers make it likely (the header says `inferred`, see crate::gateway_replies), the
+    // body certain; Squid's `X-Squid-Error` makes it certain at once.
     let mut probe = None;
     if s.via_upstream() && kept_entries.is_none() && s.upstream == UpstreamEvidence::None {
         let view = scan.header_view();
@@ -275,7 +274,14 @@ pub fn plan_headers(
             probe = Some(Box::new(BodyProbe::new(s.clone())));
         }
         if let Some(reply) = view.likely() {
-            s.upstream = UpstreamEvidence::Inferred { class: reply.class };
+            s.upstream = if reply.headers.certain() {
+                UpstreamEvidence::LocalReplyBody {
+                    class: reply.class,
+                    retried: false,
+                }
+            } else {
+                UpstreamEvidence::Inferred { class: reply.class }
+            };
         }
     }
     let Some(verdict) = assemble(&mut s, cfg, hop, reads) else {
@@ -839,8 +845,9 @@ mod tests {
             overflow: false,
         };
         assert_eq!(probe.step(0), ProbeStep::Skip);
-        assert_eq!(probe.step(56), ProbeStep::Read);
-        assert_eq!(probe.step(57), ProbeStep::GiveUp);
+        let room = MAX_GATEWAY_PAGE - 200;
+        assert_eq!(probe.step(room), ProbeStep::Read);
+        assert_eq!(probe.step(room + 1), ProbeStep::GiveUp);
         assert_eq!(probe.step(usize::MAX), ProbeStep::GiveUp);
     }
 
@@ -1126,6 +1133,40 @@ mod tests {
             p.verdict.map(|v| (v.class, v.inferred)),
             Some((Class::AppError, false))
         );
+        assert!(p.probe.is_none());
+    }
+
+    /// Squid's `X-Squid-Error` makes its page certain in the header: no `inferred`, no probe;
+    /// without it (an app's page Squid forwarded) the verdict stays the app's.
+    #[test]
+    fn squid_errors_are_certain_from_the_headers() {
+        let c = Config::default();
+        let mut headers = vec![
+            (":status", "504"),
+            ("server", "squid/5.7"),
+            ("content-type", "text/html;charset=utf-8"),
+            ("content-length", "3115"),
+            ("via", "1.1 vm (squid/5.7)"),
+            ("x-squid-error", "ERR_READ_TIMEOUT 0"),
+        ];
+        let mut stage = |h: &[(&str, &str)]| {
+            let mut fake = Fake {
+                signals: details("via_upstream", Direction::Outbound),
+                ..Fake::default()
+            };
+            plan(h, false, &c, &mut fake)
+        };
+        let p = stage(&headers);
+        let v = p.verdict.unwrap();
+        assert_eq!(
+            (v.class, v.origin, v.inferred),
+            (Class::UpstreamTimeout, Origin::UpstreamProxy, false)
+        );
+        assert!(p.probe.is_none(), "nothing to read");
+        headers.pop();
+        let p = stage(&headers);
+        let v = p.verdict.unwrap();
+        assert_eq!((v.class, v.origin), (Class::AppError, Origin::App));
         assert!(p.probe.is_none());
     }
 
