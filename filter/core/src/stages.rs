@@ -1149,7 +1149,7 @@ mod tests {
             ("via", "1.1 vm (squid/5.7)"),
             ("x-squid-error", "ERR_READ_TIMEOUT 0"),
         ];
-        let mut stage = |h: &[(&str, &str)]| {
+        let stage = |h: &[(&str, &str)]| {
             let mut fake = Fake {
                 signals: details("via_upstream", Direction::Outbound),
                 ..Fake::default()
