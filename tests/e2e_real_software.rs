@@ -195,8 +195,19 @@ fn logged(envoy: &Envoy, scn: &str) -> View {
     panic!("no verdict logged for {scn}\n{}", envoy.diagnostics())
 }
 
-/// Sends each scenario once and checks header, access log and metric; returns the failures.
-fn check(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
+/// Sends each scenario once and checks header, access log and metric; fails with every
+/// mismatch, Envoy's diagnostics and `upstream_log` (what the software in front logged).
+fn check(envoy: &Envoy, port: u16, wants: &[Want], upstream_log: &str) {
+    let bad = mismatches(envoy, port, wants);
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n{}\n{upstream_log}",
+        envoy.diagnostics()
+    );
+}
+
+/// [`check`]'s findings: one line per scenario that did not get what it wants.
+fn mismatches(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
     let mut bad = Vec::new();
     for w in wants {
         let labels = [
@@ -273,7 +284,7 @@ fn nginx_gateway_replies_are_the_gateways_and_its_app_errors_stay_the_apps() {
         ),
     );
     let (envoy, port) = meshtriage_envoy(&[("nginx", nginx.port)]);
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -288,8 +299,8 @@ fn nginx_gateway_replies_are_the_gateways_and_its_app_errors_stay_the_apps() {
             want("/nginx/app500", 500, "app_error", "app", false),
             want("/nginx/app503", 503, "app_error", "app", false),
         ],
+        "",
     );
-    assert!(bad.is_empty(), "{bad:#?}\n{}", envoy.diagnostics());
 }
 
 #[test]
@@ -312,7 +323,7 @@ fn haproxy_gateway_replies_are_the_gateways() {
         ),
     );
     let (envoy, port) = meshtriage_envoy(&[("haproxy", haproxy.port)]);
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -332,12 +343,7 @@ fn haproxy_gateway_replies_are_the_gateways() {
                 true,
             ),
         ],
-    );
-    assert!(
-        bad.is_empty(),
-        "{bad:#?}\n{}\n{}",
-        envoy.diagnostics(),
-        haproxy.log()
+        &haproxy.log(),
     );
 }
 
@@ -368,7 +374,7 @@ fn apache_proxy_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
         ),
     );
     let (envoy, port) = meshtriage_envoy(&[("apache", apache.port)]);
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -377,12 +383,7 @@ fn apache_proxy_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
             want("/apache/app/502", 502, "app_error", "app", false),
             want("/apache/app/503", 503, "app_error", "app", false),
         ],
-    );
-    assert!(
-        bad.is_empty(),
-        "{bad:#?}\n{}\n{}",
-        envoy.diagnostics(),
-        apache.log()
+        &apache.log(),
     );
 }
 
@@ -422,7 +423,7 @@ fn varnish_backend_fetch_failed_is_the_gateways_and_its_app_errors_stay_the_apps
         "Varnish's Via on the app's page: {:?}",
         passed.headers
     );
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -443,12 +444,7 @@ fn varnish_backend_fetch_failed_is_the_gateways_and_its_app_errors_stay_the_apps
             want("/varnish/app/502", 502, "app_error", "app", false),
             want("/varnish/app/503", 503, "app_error", "app", false),
         ],
-    );
-    assert!(
-        bad.is_empty(),
-        "{bad:#?}\n{}\n{}",
-        envoy.diagnostics(),
-        varnish.log()
+        &varnish.log(),
     );
 }
 
@@ -482,7 +478,7 @@ fn squid_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
     peers.push_str("read_timeout 1 seconds\nforward_max_tries 1\n");
     let squid = real_software::squid(&bin, &peers);
     let (envoy, port) = meshtriage_envoy(&[("squid", squid.port)]);
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -498,12 +494,7 @@ fn squid_errors_are_the_gateways_and_its_app_errors_stay_the_apps() {
             want("/squid/app/502", 502, "app_error", "app", false),
             want("/squid/app/503", 503, "app_error", "app", false),
         ],
-    );
-    assert!(
-        bad.is_empty(),
-        "{bad:#?}\n{}\n{}",
-        envoy.diagnostics(),
-        squid.log()
+        &squid.log(),
     );
 }
 
@@ -513,7 +504,7 @@ fn a_plain_envoy_hops_replies_are_inferred_in_the_header_and_certain_in_the_log(
     let close = raw_backend(false);
     let (plain, plain_port) = plain_envoy(&hold, &close);
     let (envoy, port) = meshtriage_envoy(&[("envoy", plain_port)]);
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -533,12 +524,7 @@ fn a_plain_envoy_hops_replies_are_inferred_in_the_header_and_certain_in_the_log(
                 true,
             ),
         ],
-    );
-    assert!(
-        bad.is_empty(),
-        "{bad:#?}\n{}\n{}",
-        envoy.diagnostics(),
-        plain.diagnostics()
+        &plain.diagnostics(),
     );
 }
 
@@ -803,7 +789,7 @@ fn an_app_servers_own_error_pages_stay_the_apps() {
     };
     let app = real_software::gunicorn(&python);
     let (envoy, port) = meshtriage_envoy(&[("app", app.port)]);
-    let bad = check(
+    check(
         &envoy,
         port,
         &[
@@ -811,12 +797,7 @@ fn an_app_servers_own_error_pages_stay_the_apps() {
             want("/app/503", 503, "app_error", "app", false),
             want("/app/500", 500, "app_error", "app", false),
         ],
-    );
-    assert!(
-        bad.is_empty(),
-        "{bad:#?}\n{}\n{}",
-        envoy.diagnostics(),
-        app.log()
+        &app.log(),
     );
 }
 

@@ -369,45 +369,26 @@ pub fn squid(squid: &Path, peers: &str) -> Daemon {
 /// An app: answers each request with the status its path ends in (`/x/app/502`; else 200) and
 /// a small HTML page of its own, `Server: tiny-app`. Stops when dropped.
 pub fn status_app() -> RawBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = std::io::BufReader::new(&c);
-            let mut first = String::new();
-            if std::io::BufRead::read_line(&mut reader, &mut first).unwrap_or(0) == 0 {
-                continue;
-            }
-            loop {
-                let mut line = String::new();
-                match std::io::BufRead::read_line(&mut reader, &mut line) {
-                    Ok(n) if n > 2 => continue,
-                    _ => break,
-                }
-            }
-            let path = first.split_whitespace().nth(1).unwrap_or("/");
-            let status: u16 = path
-                .rsplit('/')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            let body = format!("<html><body><h1>{status}</h1>the app's own page</body></html>");
-            let reply = format!(
-                "HTTP/1.1 {status} App\r\nServer: tiny-app\r\nContent-Type: text/html\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = (&c).write_all(reply.as_bytes());
-        }
-    });
-    RawBackend { port, stop }
+    RawBackend::accept(|c| {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut reader = std::io::BufReader::new(&c);
+        let Some(first) = read_head(&mut reader) else {
+            return;
+        };
+        let path = first.split_whitespace().nth(1).unwrap_or("/");
+        let status: u16 = path
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
+        let body = format!("<html><body><h1>{status}</h1>the app's own page</body></html>");
+        let reply = format!(
+            "HTTP/1.1 {status} App\r\nServer: tiny-app\r\nContent-Type: text/html\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = (&c).write_all(reply.as_bytes());
+    })
 }
 
 /// A raw TCP backend: `hold` keeps every connection open (a hung app), else each connection
@@ -415,6 +396,43 @@ pub fn status_app() -> RawBackend {
 pub struct RawBackend {
     pub port: u16,
     stop: Arc<AtomicBool>,
+}
+
+impl RawBackend {
+    /// Listens on a loopback port of the kernel's choosing and hands each connection to
+    /// `serve` on the accept thread, until dropped.
+    fn accept(mut serve: impl FnMut(TcpStream) + Send + 'static) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    serve(c);
+                }
+            }
+        });
+        RawBackend { port, stop }
+    }
+}
+
+/// Reads one request head: its request line, `None` when the peer sent nothing.
+fn read_head(reader: &mut std::io::BufReader<&TcpStream>) -> Option<String> {
+    let mut first = String::new();
+    if std::io::BufRead::read_line(reader, &mut first).unwrap_or(0) == 0 {
+        return None;
+    }
+    loop {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(reader, &mut line) {
+            Ok(n) if n > 2 => continue,
+            _ => return Some(first),
+        }
+    }
 }
 
 impl Drop for RawBackend {
@@ -425,28 +443,16 @@ impl Drop for RawBackend {
 }
 
 pub fn raw_backend(hold: bool) -> RawBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(mut c) = conn else { continue };
-            if hold {
-                held.push(c);
-            } else {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 4096];
-                let _ = std::io::Read::read(&mut c, &mut buf);
-                drop(c);
-            }
+    let mut held = Vec::new();
+    RawBackend::accept(move |mut c| {
+        if hold {
+            held.push(c);
+        } else {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut c, &mut buf);
         }
-    });
-    RawBackend { port, stop }
+    })
 }
 
 /// The keep-alive race, made deterministic: on each connection the first request is answered
@@ -455,41 +461,20 @@ pub fn raw_backend(hold: bool) -> RawBackend {
 /// answered, the connection is closed, as a server does when its keep-alive timeout fires just
 /// as the proxy reuses the connection. Stops when dropped.
 pub fn keepalive_racer() -> RawBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                break;
+    RawBackend::accept(|c| {
+        std::thread::spawn(move || {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = std::io::BufReader::new(&c);
+            match read_head(&mut reader) {
+                Some(first) if !first.contains("close-now") => {}
+                _ => return,
             }
-            let Ok(c) = conn else { continue };
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = std::io::BufReader::new(&c);
-                let mut first = String::new();
-                if std::io::BufRead::read_line(&mut reader, &mut first).unwrap_or(0) == 0 {
-                    return;
-                }
-                loop {
-                    let mut line = String::new();
-                    match std::io::BufRead::read_line(&mut reader, &mut line) {
-                        Ok(n) if n > 2 => continue,
-                        _ => break,
-                    }
-                }
-                if first.contains("close-now") {
-                    return;
-                }
-                let _ = (&c).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                // The next request on this connection: read it, then close unanswered.
-                let mut next = String::new();
-                let _ = std::io::BufRead::read_line(&mut reader, &mut next);
-            });
-        }
-    });
-    RawBackend { port, stop }
+            let _ = (&c).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            // The next request on this connection: read it, then close unanswered.
+            let mut next = String::new();
+            let _ = std::io::BufRead::read_line(&mut reader, &mut next);
+        });
+    })
 }
 
 /// `openssl s_server` on 127.0.0.1 (it binds port 0 and reports the port), serving HTTP
