@@ -1163,6 +1163,16 @@ mod tests {
             (Class::UpstreamTimeout, Origin::UpstreamProxy, false)
         );
         assert!(p.probe.is_none(), "nothing to read");
+        // Squid's timeout, not this proxy's: no Proxy-Status entry of this hop claims it.
+        let with_ps = cfg(|c| c.proxy_status = true);
+        let mut fake = Fake {
+            signals: details("via_upstream", Direction::Outbound),
+            ..Fake::default()
+        };
+        assert_eq!(
+            plan(&headers, false, &with_ps, &mut fake).proxy_status,
+            None
+        );
         headers.pop();
         let p = stage(&headers);
         let v = p.verdict.unwrap();

@@ -133,9 +133,12 @@ impl Verdict {
     }
 
     /// An RFC 9209 `Proxy-Status` member naming this proxy (`hop`, as a token when it is one).
+    /// Only for an error of this proxy's own: an app's answer, or another proxy's error page
+    /// (`upstream_proxy`: the error is that proxy's, RFC 9209 §2 has each intermediary speak
+    /// for itself), gets none.
     pub fn proxy_status(&self) -> Option<String> {
         let error = self.class.info().proxy_status;
-        if error.is_empty() || self.origin == Origin::App {
+        if error.is_empty() || matches!(self.origin, Origin::App | Origin::UpstreamProxy) {
             return None;
         }
         let mut out = String::new();
