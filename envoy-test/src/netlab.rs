@@ -219,87 +219,25 @@ impl Lab {
         };
         let _ = n;
         let peer = format!("mtp{id}");
-        let steps: Vec<Vec<String>> = vec![
-            vec!["ip".into(), "netns".into(), "add".into(), lab.ns.clone()],
-            vec![
-                "ip".into(),
-                "link".into(),
-                "add".into(),
-                lab.host_if.clone(),
-                "type".into(),
-                "veth".into(),
-                "peer".into(),
-                "name".into(),
-                peer.clone(),
-            ],
-            vec![
-                "ip".into(),
-                "link".into(),
-                "set".into(),
-                peer.clone(),
-                "netns".into(),
-                lab.ns.clone(),
-            ],
-            vec![
-                "ip".into(),
-                "addr".into(),
-                "add".into(),
-                format!("{}/30", lab.host_addr),
-                "dev".into(),
-                lab.host_if.clone(),
-            ],
-            vec![
-                "ip".into(),
-                "link".into(),
-                "set".into(),
-                lab.host_if.clone(),
-                "up".into(),
-            ],
-            vec![
-                "ip".into(),
-                "-n".into(),
-                lab.ns.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("{}/30", lab.addr),
-                "dev".into(),
-                peer.clone(),
-            ],
-            vec![
-                "ip".into(),
-                "-n".into(),
-                lab.ns.clone(),
-                "link".into(),
-                "set".into(),
-                peer.clone(),
-                "up".into(),
-            ],
+        let (ns, host_if) = (&lab.ns, &lab.host_if);
+        let steps = [
+            format!("ip netns add {ns}"),
+            format!("ip link add {host_if} type veth peer name {peer}"),
+            format!("ip link set {peer} netns {ns}"),
+            format!("ip addr add {}/30 dev {host_if}", lab.host_addr),
+            format!("ip link set {host_if} up"),
+            format!("ip -n {ns} addr add {}/30 dev {peer}", lab.addr),
+            format!("ip -n {ns} link set {peer} up"),
             // No segmentation offload on the lab's side: with it, TCP hands iptables 64 KB
             // super-packets (a 1 MB body is ~40 of them), so a drop rule's odds apply per
             // 40 packets instead of per ~700 wire packets and "85 % loss" lets a large body
             // through now and then. One segment per packet makes every rule act on the wire.
-            vec![
-                "ip".into(),
-                "-n".into(),
-                lab.ns.clone(),
-                "link".into(),
-                "set".into(),
-                peer,
-                "gso_max_segs".into(),
-                "1".into(),
-            ],
-            vec![
-                "ip".into(),
-                "-n".into(),
-                lab.ns.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
+            format!("ip -n {ns} link set {peer} gso_max_segs 1"),
+            format!("ip -n {ns} link set lo up"),
         ];
-        for step in steps {
-            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        // Names and addresses hold no white space: each step splits into its arguments.
+        for step in &steps {
+            let args: Vec<&str> = step.split_whitespace().collect();
             if let Err(e) = run(&args) {
                 panic!("lab set-up failed: {e}");
             }
