@@ -481,6 +481,9 @@ class TheHelmChartRendersWhatTheGeneratorDoes(unittest.TestCase):
                 "namespaces": [{"name": "edge", "modes": ["SERVER"]}],
                 "gateways": [{"name": "gw", "namespace": "edge", "gatewayRef": "public", "pluginConfig": {"expose_header": True}}],
             },
+            # The span tags (docs/tracing.md), beside the access log and alone.
+            "tracing tags": {"tracingTags": True},
+            "tracing tags, no access log": {"tracingTags": True, "accessLog": False},
         }
         for name, change in variants.items():
             with self.subTest(name):

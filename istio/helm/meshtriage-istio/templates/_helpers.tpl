@@ -49,6 +49,10 @@ spec:
 {{- end }}
 
 {{/* Telemetry switching the access log to the meshtriage-access-log provider. */}}
+{{- /* One Telemetry per entry (Istio merges at most one selector-less object per namespace):
+the access-log switch (`accessLog`) and/or the span tags (`tracingTags`: Telemetry formatter
+custom tags, Istio 1.29+), as istio/tools/generate.py renders them (its TRACE_TAGS; a test
+compares the two). The tags read the filter state the plugin writes for a failing request. */ -}}
 {{- define "meshtriage.telemetry" -}}
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -61,7 +65,23 @@ spec:
   {{- with .target }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+  {{- if .root.Values.accessLog }}
   accessLogging:
   - providers:
     - name: meshtriage-access-log
+  {{- end }}
+  {{- if .root.Values.tracingTags }}
+  tracing:
+  - customTags:
+      {{- range $tag, $key := dict "meshtriage.verdict" "meshtriage" "meshtriage.layer" "meshtriage.layer" "meshtriage.class" "meshtriage.class" "meshtriage.origin" "meshtriage.origin" }}
+      {{ $tag }}:
+        formatter:
+          value: "%FILTER_STATE(wasm.{{ $key }}:PLAIN)%"
+      {{- end }}
+  {{- end }}
+{{- end }}
+
+{{- /* The Telemetry's name: the access log's when it has one, else the tracing one's. */ -}}
+{{- define "meshtriage.telemetryName" -}}
+{{- ternary "access-log" "tracing" (.Values.accessLog | default false) -}}
 {{- end }}
