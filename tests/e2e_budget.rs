@@ -52,15 +52,6 @@ fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-/// The access-log verdict of the request tagged `scn`.
-fn logged(b: &Bed, scn: &str) -> View {
-    let line = b
-        .envoy
-        .wait_access_log(&format!("scn={scn} "))
-        .unwrap_or_else(|| panic!("no access-log line for {scn}\n{}", b.envoy.diagnostics()));
-    verdict::from_access_log(&line).unwrap_or_else(|| panic!("no verdict in {line}"))
-}
-
 /// The retry-budget window of the storm test. The probe right after the storm must still
 /// find the storm in the window: it is sent at once, so the margin is the whole window, 5 s,
 /// minus one request (the window also lags by up to a 1 s tick). The calm phase then waits
@@ -110,7 +101,9 @@ fn a_retry_storm_marks_failures_until_traffic_calms() {
     hints.sort_unstable();
     assert_eq!(hints, ["retries_exhausted", "retry_budget_exceeded"]);
     assert!(
-        logged(&b, &scn).hints().contains(&"retry_budget_exceeded"),
+        verdict::logged(&b.envoy, &scn)
+            .hints()
+            .contains(&"retry_budget_exceeded"),
         "the access log carries the hint too"
     );
 
@@ -205,7 +198,7 @@ fn large_uploads_that_fail_are_marked_and_the_concentration_shows() {
                 .collect()
         };
         assert_eq!(hints(&v), ["large_payload"], "{v:?}");
-        assert_eq!(hints(&logged(&b, &scn)), ["large_payload"]);
+        assert_eq!(hints(&verdict::logged(&b.envoy, &scn)), ["large_payload"]);
     }
 
     // Concentration: 5 of 5 large requests failed, 0 of 6 small ones: 1000 per-mille.
@@ -272,7 +265,10 @@ fn large_uploads_that_fail_are_marked_and_the_concentration_shows() {
         "{v:?}"
     );
     assert_eq!(v.hints(), ["large_payload"], "{v:?}");
-    assert_eq!(logged(&b, "early").hints(), ["large_payload"]);
+    assert_eq!(
+        verdict::logged(&b.envoy, "early").hints(),
+        ["large_payload"]
+    );
     let small = send(&b, "POST", "/app/rst-early/100000", "early-small", &small);
     assert_eq!(small.status, 200, "{small:?}");
 }

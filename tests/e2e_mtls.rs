@@ -5,30 +5,10 @@
 
 use meshtriage_envoy_test::bed::{Bed, BedOptions};
 use meshtriage_envoy_test::request;
-use meshtriage_envoy_test::verdict::{self, View};
+use meshtriage_envoy_test::verdict;
 
-/// The verdict the plugin's hop logged for `scn`: the TLS upstream is a second listener of the
-/// same Envoy, without the plugin, and logs the same request too (with `verdict=-`).
-fn logged(b: &Bed, scn: &str) -> View {
-    let needle = format!("scn={scn} ");
-    // Bounded like the harness's other waits (envoy::WAIT): the line is flushed within 50 ms
-    // normally, a loaded machine may take seconds.
-    let deadline = std::time::Instant::now() + meshtriage_envoy_test::envoy::WAIT;
-    while std::time::Instant::now() < deadline {
-        if let Some(v) = b
-            .envoy
-            .access_log_lines()
-            .iter()
-            .filter(|l| l.contains(&needle))
-            .find_map(|l| verdict::from_access_log(l))
-        {
-            return v;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("no verdict logged for {scn}\n{}", b.envoy.diagnostics())
-}
-
+// The TLS upstream is a second listener of the same Envoy, without the plugin: it logs the same
+// request too, with `verdict=-`, which verdict::logged passes over.
 #[test]
 fn transport_failures_over_mtls_carry_the_hint_and_app_errors_do_not() {
     let b = Bed::start("mtls-hint", BedOptions::default());
@@ -47,7 +27,9 @@ fn transport_failures_over_mtls_carry_the_hint_and_app_errors_do_not() {
     let v = header.first().unwrap();
     assert_eq!((v.layer.as_str(), v.class()), ("l7", "app_error"), "{v:?}");
     assert!(!v.hints().contains(&"mtls"), "{v:?}");
-    assert!(!logged(&b, "app503").hints().contains(&"mtls"));
+    assert!(!verdict::logged(&b.envoy, "app503")
+        .hints()
+        .contains(&"mtls"));
 
     // The body stalls after the headers until the route timeout: L4, over the SPIFFE peer.
     let _ = request(
@@ -57,7 +39,7 @@ fn transport_failures_over_mtls_carry_the_hint_and_app_errors_do_not() {
         &[("x-scn", "stall")],
         b"",
     );
-    let v = logged(&b, "stall");
+    let v = verdict::logged(&b.envoy, "stall");
     assert_eq!(v.layer, "l4", "{v:?}");
     assert!(v.hints().contains(&"mtls"), "{v:?}");
 }

@@ -131,7 +131,7 @@ fn check_terminated(envoy: &Envoy, r: &Response, scn: &str, before: f64) -> bool
     let reused = nanos < REUSED_MAX_NANOS;
     let want: &[&str] = if reused { &["reused_connection"] } else { &[] };
     let header = verdict::parse(r.header("x-meshtriage").expect("a verdict header")).remove(0);
-    let log = logged(envoy, scn);
+    let log = verdict::logged(envoy, scn);
     for v in [&header, &log] {
         assert_eq!(
             (v.layer.as_str(), v.class(), v.hints()),
@@ -177,22 +177,6 @@ const fn want(
         origin,
         inferred,
     }
-}
-
-fn logged(envoy: &Envoy, scn: &str) -> View {
-    let needle = format!("scn={scn} ");
-    for _ in 0..50 {
-        if let Some(v) = envoy
-            .access_log_lines()
-            .iter()
-            .filter(|l| l.contains(&needle))
-            .find_map(|l| verdict::from_access_log(l))
-        {
-            return v;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("no verdict logged for {scn}\n{}", envoy.diagnostics())
 }
 
 /// Sends each scenario once and checks header, access log and metric; fails with every
@@ -249,7 +233,7 @@ fn mismatches(envoy: &Envoy, port: u16, wants: &[Want]) -> Vec<String> {
                 }
             }
         }
-        let log = logged(envoy, &scn);
+        let log = verdict::logged(envoy, &scn);
         if log.class() != w.class
             || log.get("origin") != Some(w.origin)
             || log.get("inferred").is_some()
@@ -587,7 +571,7 @@ fn mtls_mismatch(version: &str, max: &str) -> (View, Option<View>, f64) {
         .header("x-meshtriage")
         .map(verdict::parse)
         .and_then(|v| v.into_iter().next());
-    let logged = logged(&envoy, "mtls");
+    let logged = verdict::logged(&envoy, "mtls");
     let labels = [
         ("class", logged.class()),
         ("layer", "l4"),
@@ -645,7 +629,7 @@ fn grpc_status_codes_and_deadlines() {
         ("app_grpc_error", Some("14")),
         "{h:?}"
     );
-    let log = logged(&envoy, "unavailable");
+    let log = verdict::logged(&envoy, "unavailable");
     assert_eq!(
         (log.class(), log.get("grpc")),
         ("app_grpc_error", Some("14"))
@@ -660,7 +644,7 @@ fn grpc_status_codes_and_deadlines() {
         let scn = format!("deadline{i}");
         let got = real_software::grpc_call(&python, port, "Slow", 0.5, &scn);
         assert!(got.starts_with("DEADLINE_EXCEEDED"), "{got}");
-        let log = logged(&envoy, &scn);
+        let log = verdict::logged(&envoy, &scn);
         assert_eq!(
             (
                 log.layer.as_str(),
@@ -697,7 +681,7 @@ fn grpc_status_codes_and_deadlines() {
         ("grpc_deadline_exceeded", Some("client"), true, Some("4")),
         "{h:?}"
     );
-    let log = logged(&envoy, "server-deadline");
+    let log = verdict::logged(&envoy, "server-deadline");
     assert_eq!(
         (
             log.class(),
@@ -722,7 +706,7 @@ fn grpc_status_codes_and_deadlines() {
         ("grpc_deadline_exceeded", true),
         "{h:?}"
     );
-    let log = logged(&envoy, "own-deadline");
+    let log = verdict::logged(&envoy, "own-deadline");
     assert_eq!(
         (
             log.class(),

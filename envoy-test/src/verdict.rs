@@ -66,3 +66,23 @@ pub fn from_access_log(line: &str) -> Option<View> {
     let v = line.rsplit_once(" verdict=")?.1.trim();
     (v != "-").then(|| parse(v).into_iter().next()).flatten()
 }
+
+/// The verdict Envoy logged for the request tagged `scn` (a format with `scn=%REQ(x-scn)% `
+/// and `verdict=` last), waiting (bounded, [`crate::envoy::WAIT`]) for the line; panics with
+/// Envoy's diagnostics when none comes.
+pub fn logged(envoy: &crate::envoy::Envoy, scn: &str) -> View {
+    let needle = format!("scn={scn} ");
+    let deadline = std::time::Instant::now() + crate::envoy::WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = envoy
+            .access_log_lines()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .find_map(|l| from_access_log(l))
+        {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no verdict logged for {scn}\n{}", envoy.diagnostics())
+}
