@@ -142,23 +142,31 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
         r.read_exact(&mut body).ok()?;
         body_len = len;
     } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size).ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).ok()?;
-            body_len += n;
-            if n == 0 {
-                break;
-            }
-        }
+        body_len = read_chunked(r)?.len();
     }
     Some(Request {
         path,
         headers,
         body_len,
     })
+}
+
+/// A chunked body (chunk extensions ignored, no trailers), `None` on a malformed one or a
+/// connection that ends first. Also the Zipkin receiver's (crate::zipkin).
+pub(crate) fn read_chunked(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).ok()?;
+        let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0; n + 2];
+        r.read_exact(&mut chunk).ok()?;
+        if n == 0 {
+            return Some(body);
+        }
+        chunk.truncate(n);
+        body.extend(chunk);
+    }
 }
 
 fn reset(stream: &TcpStream) {

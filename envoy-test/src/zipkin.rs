@@ -148,7 +148,7 @@ fn serve(conn: TcpStream, store: &Mutex<Store>) {
             }
         }
         let body = if chunked {
-            read_chunked(&mut r)
+            crate::upstream::read_chunked(&mut r)
         } else {
             let mut b = vec![0; length];
             r.read_exact(&mut b).ok().map(|_| b)
@@ -181,22 +181,6 @@ fn serve(conn: TcpStream, store: &Mutex<Store>) {
         if out.write_all(reply.as_bytes()).is_err() {
             return;
         }
-    }
-}
-
-fn read_chunked(r: &mut impl BufRead) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        r.read_line(&mut size).ok()?;
-        let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-        let mut chunk = vec![0; n + 2];
-        r.read_exact(&mut chunk).ok()?;
-        if n == 0 {
-            return Some(body);
-        }
-        chunk.truncate(n);
-        body.extend(chunk);
     }
 }
 
