@@ -298,9 +298,9 @@ pub fn plan_headers(
         (Some(_), Some(entries), true) => HeaderAction::Replace(entries),
         (Some(_), None, true) => HeaderAction::Write(verdict.encode(cfg.include_detail)),
     };
-    // An `inferred` verdict names another proxy's failure as likely: this hop writes no
-    // Proxy-Status entry for it.
-    let proxy_status = if cfg.proxy_status && !kept && !verdict.inferred {
+    // Verdict::proxy_status speaks for this proxy's own errors only: an `inferred` verdict
+    // (another proxy's page, a presumed client deadline) never gets an entry.
+    let proxy_status = if cfg.proxy_status && !kept {
         verdict.proxy_status()
     } else {
         None
